@@ -1,0 +1,149 @@
+"""EM kernel benchmark: run by hand (`python -m bench.em_bench`), prints what it measured.
+
+Every EM figure is also given as GFLOP/s and as a share of this machine's fp32 matmul throughput,
+measured first in the same run. The EM's cost is its matrix products: per run of N rows, D
+dimensions, K bases and T iterations, ``T * 4 * N * D * K`` FLOP (``x^T mu`` and ``x z``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from emcl.em import EMParams
+from emcl.metrics import retrieval_metrics
+from emcl.search import GalleryIndex, rank_query, similarity_matrix
+from emcl.similarity import emclnet_logits, inference_module_logits
+
+
+def timed(fn: Callable[[], object], repeat: int = 3, warmup: int = 1) -> float:
+    """Median wall time in seconds."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def matmul_gflops(size: int = 2048) -> float:
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    seconds = timed(lambda: a @ b, repeat=5)
+    return 2 * size**3 / seconds / 1e9
+
+
+def em_flop(rows: int, dim: int, k: int, iters: int, blocks: int) -> float:
+    return blocks * iters * 4 * rows * dim * k
+
+
+def blocks_loop(
+    text: torch.Tensor, videos: torch.Tensor, bt: int, bv: int, logits_fn: Callable
+) -> torch.Tensor:
+    """The authors' evaluation: a Python loop over text blocks × video blocks."""
+    out = torch.empty(text.shape[0], videos.shape[0])
+    for t0 in range(0, text.shape[0], bt):
+        for v0 in range(0, videos.shape[0], bv):
+            out[t0 : t0 + bt, v0 : v0 + bv] = logits_fn(text[t0 : t0 + bt], videos[v0 : v0 + bv])
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--n", type=int, default=1000, help="texts = videos")
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--frames", type=int, default=12)
+    parser.add_argument("--json", help="also write the figures here")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    n, dim = args.n, args.dim
+    figures: dict[str, object] = {"threads": torch.get_num_threads()}
+
+    peak = matmul_gflops()
+    figures["matmul_gflops"] = round(peak, 1)
+    print(f"fp32 matmul (2048^3): {peak:.1f} GFLOP/s on {torch.get_num_threads()} threads")
+
+    params = EMParams(k=32, iters=9, lam=1.0, beta=3.0, init="reference", seed=0)
+
+    def emcl(x: torch.Tensor) -> torch.Tensor:
+        return params.run(x).embeddings
+
+    text = torch.nn.functional.normalize(torch.randn(n, dim), dim=-1)
+    videos = torch.nn.functional.normalize(text + 0.7 * torch.randn(n, dim), dim=-1)
+    frames = videos[:, None] + 0.3 * torch.randn(n, args.frames, dim)
+
+    print("\nprotocol                     loop s   batched s  speed-up  EM GFLOP/s (share)")
+    for name, bt, bv, loop_fn, batched_fn, rows in [
+        (
+            "inference module 64x64",
+            64,
+            64,
+            lambda: blocks_loop(text, videos, 64, 64, lambda t, v: inference_module_logits(t, v, emcl)),
+            lambda: similarity_matrix(text, videos=videos, params=params, protocol="inference"),
+            128,
+        ),
+        (
+            "EMCL-Net 32x32 (12 frames)",
+            32,
+            32,
+            lambda: blocks_loop(
+                text, frames, 32, 32, lambda t, f: emclnet_logits(t, f, None, emcl, 3.0)
+            ),
+            lambda: similarity_matrix(text, frames=frames, params=params, protocol="emclnet"),
+            32 * 32 + 32,
+        ),
+    ]:
+        blocks = -(-n // bt) * -(-n // bv)
+        flop = em_flop(rows, dim, params.k, params.iters, blocks)
+        loop_s = timed(loop_fn, repeat=1 if rows > 500 else 3)
+        batched_s = timed(batched_fn, repeat=1 if rows > 500 else 3)
+        rate = flop / batched_s / 1e9
+        print(
+            f"{name:28s} {loop_s:7.2f}  {batched_s:9.2f}  {loop_s / batched_s:7.2f}x  "
+            f"{rate:6.1f} ({100 * rate / peak:4.1f}%)   [{flop / 1e9:.0f} GFLOP]"
+        )
+        figures[name] = {
+            "loop_s": round(loop_s, 3),
+            "batched_s": round(batched_s, 3),
+            "speedup": round(loop_s / batched_s, 2),
+            "em_gflop": round(flop / 1e9, 1),
+            "em_gflops": round(rate, 1),
+            "share_of_matmul": round(rate / peak, 3),
+        }
+
+    live = EMParams(k=7, iters=10, lam=0.1, beta=4.0, init="reference", seed=42)
+    live_s = timed(
+        lambda: retrieval_metrics(similarity_matrix(text, videos=videos, params=live)), repeat=3
+    )
+    figures["live_metrics_s"] = round(live_s, 3)
+    print(f"\nlive metrics (inference protocol, K=7 T=10, 1K x 1K + metrics): {live_s:.3f} s")
+
+    print("\nquery latency, shortlist 64, K=32 T=9 (p50 / p95 ms over 50 queries)")
+    for size in (1_000, 10_000, 100_000):
+        gallery = torch.nn.functional.normalize(torch.randn(size, dim), dim=-1)
+        index = GalleryIndex.build([f"v{i}" for i in range(size)], gallery)
+        queries = torch.randn(50, dim)
+        rank_query(queries[0], index, params)
+        latencies = []
+        for query in queries:
+            start = time.perf_counter()
+            rank_query(query, index, params, context="shortlist", shortlist_size=64, top_k=10)
+            latencies.append((time.perf_counter() - start) * 1000)
+        latencies.sort()
+        p50, p95 = latencies[len(latencies) // 2], latencies[int(0.95 * len(latencies)) - 1]
+        figures[f"query_{size}"] = {"p50_ms": round(p50, 2), "p95_ms": round(p95, 2)}
+        print(f"  {size:>7,d} videos: {p50:7.2f} / {p95:7.2f}")
+
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(figures, handle, indent=2)
+
+
+if __name__ == "__main__":
+    main()
