@@ -93,7 +93,7 @@ def video_to_text_scores(sim: Tensor | np.ndarray, text_to_video: Sequence[int] 
     owner = torch.as_tensor(text_to_video, dtype=torch.long)
     n_videos = scores.shape[1]
     best = torch.full((n_videos, n_videos), -math.inf, dtype=scores.dtype)  # [group g, video v]
-    best.index_reduce_(0, owner, scores, "amax")
+    best.scatter_reduce_(0, owner[:, None].expand(-1, n_videos), scores, "amax")
     return best.T  # [video v, group g]
 
 
