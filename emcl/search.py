@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from emcl.em import EMParams
+from emcl.factorized import emclnet_logits_factorized, worth_it
 from emcl.similarity import emclnet_logits, inference_module_logits, text_conditioned_pool
 
 Context = Literal["shortlist", "gallery", "block"]
@@ -287,13 +288,16 @@ def similarity_matrix(
     block_videos: int | None = None,
     frame_temp: float = 3.0,
     max_rows_per_call: int = 2048,
+    factorize: bool = True,
 ) -> Tensor:
     """Text × video scores ``[Nt, Nv]`` in the reference's block protocol (PAPER.md §2).
 
     ``protocol="inference"`` needs ``videos`` ``[Nv, D]`` (EM on ``[videos; texts]`` of unit-norm
     features, 64 × 64 blocks by default); ``"emclnet"`` needs ``frames`` ``[Nv, T, D]`` (text-
     conditioned pooling, EM on ``[pooled; texts]``, 32 × 32 blocks). ``params=None`` gives the
-    scores without EMCL (no blocking needed; it does not change them). Blocks of equal shape run
+    scores without EMCL (no blocking needed; it does not change them). With ``factorize`` the
+    EMCL-Net EM runs on the frame rows instead of the pooled rows where that is cheaper
+    (``emcl.factorized``; same result up to float summation order). Blocks of equal shape run
     in one batched call; ``max_rows_per_call`` bounds one call so that its blocks stay in cache
     (measured by ``bench/em_bench.py``: larger calls are memory-bound and slower).
     """
@@ -327,8 +331,13 @@ def similarity_matrix(
         for vs in video_spans:
             groups.setdefault((ts[1] - ts[0], vs[1] - vs[0]), []).append((ts, vs))
 
+    n_frames = frames.shape[1] if frames is not None else 0
     for (bt, bv), pairs in groups.items():
-        rows_per_block = bt * bv + bt if protocol == "emclnet" else bt + bv
+        fast = protocol == "emclnet" and params is not None and factorize and worth_it(bt, n_frames)
+        if protocol == "inference":
+            rows_per_block = bt + bv
+        else:
+            rows_per_block = bv * n_frames + bt if fast else bt * bv + bt
         per_call = max(1, max_rows_per_call // rows_per_block)
         for start in range(0, len(pairs), per_call):
             chunk = pairs[start : start + per_call]
@@ -339,9 +348,13 @@ def similarity_matrix(
                 scores = inference_module_logits(block_text, videos[video_idx].float(), emcl)
             else:
                 mask = frame_mask[video_idx] if frame_mask is not None else None
-                scores = emclnet_logits(
-                    block_text, frames[video_idx].float(), mask, emcl, frame_temp
-                )
+                block_frames = frames[video_idx].float()
+                if fast:
+                    scores, _ = emclnet_logits_factorized(
+                        block_text, block_frames, mask, params, prior, frame_temp
+                    )
+                else:
+                    scores = emclnet_logits(block_text, block_frames, mask, emcl, frame_temp)
             for (ts, vs), block in zip(chunk, scores, strict=True):
                 out[ts[0] : ts[1], vs[0] : vs[1]] = block
     return out
