@@ -32,6 +32,8 @@ CONTEXTS = ("shortlist", "gallery", "block")
 PROTOCOLS = ("inference", "emclnet")
 DEFAULT_SHORTLIST = 64
 DEFAULT_BLOCK = {"inference": (64, 64), "emclnet": (32, 32)}  # (texts, videos) per EM block
+CPU_ROWS_PER_CALL = 2048  # EM rows per batched call: cache-sized on a CPU
+GPU_ROWS_PER_CALL = 1 << 19  # ... and large on a GPU, where launches dominate small calls
 FP32_GALLERY_LIMIT = 50_000  # above this the index keeps only fp16 (2 bytes × D per video)
 
 
@@ -287,7 +289,7 @@ def similarity_matrix(
     block_texts: int | None = None,
     block_videos: int | None = None,
     frame_temp: float = 3.0,
-    max_rows_per_call: int = 2048,
+    max_rows_per_call: int | None = None,
     factorize: bool = True,
 ) -> Tensor:
     """Text × video scores ``[Nt, Nv]`` in the reference's block protocol (PAPER.md §2).
@@ -298,8 +300,9 @@ def similarity_matrix(
     scores without EMCL (no blocking needed; it does not change them). With ``factorize`` the
     EMCL-Net EM runs on the frame rows instead of the pooled rows where that is cheaper
     (``emcl.factorized``; same result up to float summation order). Blocks of equal shape run
-    in one batched call; ``max_rows_per_call`` bounds one call so that its blocks stay in cache
-    (measured by ``bench/em_bench.py``: larger calls are memory-bound and slower).
+    in one batched call; ``max_rows_per_call`` bounds one call: on a CPU small calls keep their
+    blocks in cache (``bench/em_bench.py``: larger calls are memory-bound and slower), on a GPU
+    large calls amortise the kernel launches.
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
@@ -307,13 +310,17 @@ def similarity_matrix(
         raise ValueError("the inference protocol needs video embeddings")
     if protocol == "emclnet" and frames is None:
         raise ValueError("the emclnet protocol needs frame embeddings")
+    if max_rows_per_call is None:
+        on_gpu = (videos if videos is not None else frames).device.type != "cpu"
+        max_rows_per_call = GPU_ROWS_PER_CALL if on_gpu else CPU_ROWS_PER_CALL
     default_t, default_v = DEFAULT_BLOCK[protocol]
     block_texts = block_texts or default_t
     block_videos = block_videos or default_v
     text = text.float()
     n_texts = text.shape[0]
     n_videos = (videos if protocol == "inference" else frames).shape[0]
-    out = torch.empty(n_texts, n_videos)
+    device = text.device
+    out = torch.empty(n_texts, n_videos, device=device)
 
     emcl = None
     if params is not None:
@@ -341,8 +348,8 @@ def similarity_matrix(
         per_call = max(1, max_rows_per_call // rows_per_block)
         for start in range(0, len(pairs), per_call):
             chunk = pairs[start : start + per_call]
-            text_idx = torch.stack([torch.arange(*ts) for ts, _ in chunk])  # [B, bt]
-            video_idx = torch.stack([torch.arange(*vs) for _, vs in chunk])  # [B, bv]
+            text_idx = torch.stack([torch.arange(*ts, device=device) for ts, _ in chunk])  # [B, bt]
+            video_idx = torch.stack([torch.arange(*vs, device=device) for _, vs in chunk])
             block_text = text[text_idx]  # [B, bt, D]
             if protocol == "inference":
                 scores = inference_module_logits(block_text, videos[video_idx].float(), emcl)
