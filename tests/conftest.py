@@ -43,3 +43,80 @@ def tiny_world(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny_world")
     build_world(out, n_train=20, n_test=10, seed=0, workers=1)
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The explorer (issue 5): a small demo world, the demo checkpoints (random-weight stand-ins saved
+# through the real checkpoint format until the trained ones exist) and both galleries.
+# ---------------------------------------------------------------------------------------------
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def explorer_inputs(tmp_path_factory) -> dict:
+    """World, checkpoints and a warm feature cache; ``make`` builds a fresh Explorer on them."""
+    import torch
+
+    from emcl.checkpoint import save_checkpoint
+    from emcl.demo_world import build_world
+    from emcl.explorer import Setup, load_explorer
+    from emcl.model import DEMO_BACKBONE, EMCLConfig, EMCLRetrievalModel, ModelConfig
+
+    root = tmp_path_factory.mktemp("explorer")
+    world = root / "world"
+    build_world(world, n_train=8, n_test=24, seed=0, workers=1)
+    checkpoints = {}
+    for name, emcl in (("demo-base", None), ("demo-emcl", EMCLConfig())):
+        real = REPO / "checkpoints" / name
+        if (real / "model.safetensors").is_file():
+            checkpoints[name] = real
+            continue
+        torch.manual_seed(len(checkpoints))
+        config = ModelConfig(backbone=DEMO_BACKBONE, temporal_layers=2, emcl=emcl)
+        checkpoints[name] = save_checkpoint(EMCLRetrievalModel(config), root / name)
+
+    def setup(cache_dir: Path | None = None) -> Setup:
+        return Setup(
+            data=world,
+            base_checkpoint=checkpoints["demo-base"],
+            checkpoint=checkpoints["demo-emcl"],
+            cache_dir=cache_dir or root / "cache",
+            log=lambda message: None,
+        )
+
+    def make(cache_dir: Path | None = None):
+        return load_explorer(setup(cache_dir))
+
+    make()  # index both galleries once; later explorers load features from the cache
+    return {"world": world, "checkpoints": checkpoints, "setup": setup, "make": make}
+
+
+@pytest.fixture(scope="session")
+def explorer(explorer_inputs):
+    """One shared Explorer (tests that add videos build their own with ``explorer_inputs``)."""
+    return explorer_inputs["make"]()
+
+
+@pytest.fixture(scope="session")
+def served_app(explorer_inputs, explorer):
+    """The app launched on a free loopback port, as ``python app.py`` launches it."""
+    import socket
+
+    import app
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    setup = explorer_inputs["setup"]()
+    settings = app.launch_settings(setup, explorer, port=port)
+    demo = app.queued(app.build_demo(explorer))
+    server, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **settings)
+    yield {
+        "url": url,
+        "demo": demo,
+        "server": server,
+        "settings": settings,
+        "setup": setup,
+        "explorer": explorer,
+    }
+    demo.close()

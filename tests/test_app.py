@@ -1,0 +1,273 @@
+"""The launched app through gradio_client and HTTP: the /rank API, validation, concurrency and
+the serving rules of RELIABILITY.md §2 (G1-G4, G6)."""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+import pytest
+import torch
+from gradio_client import Client
+
+import app
+from emcl.encoder import model_fingerprint
+from emcl.explorer import LIMITS
+
+RANK = {"beta": 4.0, "k": 7, "iters": 10, "lam": 0.1, "init": "reference", "top_k": 5}
+
+
+@pytest.fixture(scope="module")
+def client(served_app) -> Client:
+    return Client(served_app["url"], verbose=False)
+
+
+def rank(client: Client, query: str = "a red circle moves to the left", **overrides) -> dict:
+    args = {**RANK, "mode": "inference", **overrides}
+    return client.predict(query=query, **args, api_name="/rank")
+
+
+def strip_ms(result: dict) -> dict:
+    return {k: v for k, v in result.items() if k != "ms"}
+
+
+def ids(column: list[dict]) -> list[str]:
+    return [hit["video_id"] for hit in column]
+
+
+# ---- /rank -----------------------------------------------------------------------------------
+def test_rank_returns_top_k_for_both_columns(client, served_app):
+    result = rank(client)
+    assert len(result["base"]) == len(result["emcl"]) == RANK["top_k"]
+    for column in ("base", "emcl"):
+        assert [h["rank"] for h in result[column]] == [1, 2, 3, 4, 5]
+        assert all({"video_id", "score", "rank", "rank_change"} <= set(h) for h in result[column])
+    assert result["context"] == "shortlist" and result["effective_k"] >= 1
+    assert result["ms"] > 0
+    known = set(served_app["explorer"].snapshot.position)
+    assert set(ids(result["base"]) + ids(result["emcl"])) <= known
+
+
+def test_beta_zero_in_inference_mode_reproduces_the_base_ranking(client):
+    result = rank(client, beta=0.0, top_k=20)
+    assert ids(result["emcl"]) == ids(result["base"])
+    assert [h["score"] for h in result["emcl"]] == pytest.approx(
+        [h["score"] for h in result["base"]]
+    )
+
+
+def test_joint_mode_over_the_api(client, served_app):
+    trained = served_app["explorer"].trained
+    result = rank(client, mode="joint", init="prior", k=trained.k, beta=trained.beta)
+    plain = rank(client, beta=0.0)
+    assert ids(result["base"]) == ids(plain["base"])  # the base column is the base checkpoint
+
+
+def test_same_request_twice_gives_the_same_answer(client):
+    first = rank(client, init="data", k=8, lam=0.03)
+    assert strip_ms(first) == strip_ms(rank(client, init="data", k=8, lam=0.03))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"query": ""}, "query is empty"),
+        ({"query": "   \n"}, "query is empty"),
+        ({"beta": LIMITS["beta"][1] + 1}, "beta"),
+        ({"beta": -1.0}, "beta"),
+        ({"lam": 0.0}, "lam"),
+        ({"k": 0}, "k must be"),
+        ({"k": 10_000}, "k must be"),
+        ({"iters": -1}, "iters"),
+        ({"top_k": 0}, "top_k"),
+        ({"init": "random"}, "init must be one of"),
+        ({"mode": "both"}, "mode must be one of"),
+    ],
+)
+def test_bad_requests_are_refused_with_a_message(client, overrides, message):
+    query = overrides.pop("query", "a red circle")
+    with pytest.raises(Exception, match=message):
+        rank(client, query=query, **overrides)
+
+
+def raw_rank(url: str, values: list) -> str:
+    """Call /rank over plain HTTP (gradio_client will not send NaN): the SSE reply text."""
+    body = json.dumps({"data": values})  # json.dumps writes NaN / Infinity literals
+    headers = {"Content-Type": "application/json"}
+    posted = httpx.post(f"{url}gradio_api/call/rank", content=body, headers=headers, timeout=10)
+    posted.raise_for_status()
+    event = posted.json()["event_id"]
+    return httpx.get(f"{url}gradio_api/call/rank/{event}", timeout=30).text
+
+
+@pytest.mark.parametrize(("index", "name"), [(1, "beta"), (4, "lam")])
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_nan_and_inf_are_refused_and_the_server_keeps_answering(
+    client, served_app, index, name, value
+):
+    values = ["a red circle", 4.0, 7, 10, 0.1, "reference", 5, "inference"]
+    values[index] = value
+    reply = raw_rank(served_app["url"], values)
+    assert "event: error" in reply and f"{name} must be a finite number" in reply
+    assert len(rank(client)["base"]) == RANK["top_k"]
+
+
+def test_eight_threads_with_different_knobs_match_sequential_calls(served_app):
+    explorer = served_app["explorer"]
+    snap = explorer.snapshot
+    models = [snap.base.encoder.model, snap.emcl.encoder.model]
+    weights = [model_fingerprint(m) for m in models]
+    prior = snap.emcl.encoder.model.emcl.prior.clone()
+    trained = explorer.trained
+    requests = [
+        {"beta": b, "k": k, "init": init, "mode": mode, "lam": lam}
+        for b, k, init, mode, lam in [
+            (0.0, 7, "reference", "inference", 0.1), (1.0, 4, "data", "inference", 0.03),
+            (3.0, 16, "data", "inference", 0.01), (6.0, 7, "reference", "inference", 1.0),
+            (2.0, trained.k, "prior", "joint", 1.0), (8.0, trained.k, "prior", "joint", 0.1),
+            (4.0, 8, "data", "joint", 0.05), (12.0, 2, "reference", "joint", 0.3),
+        ]
+    ]  # fmt: skip
+    clients = [Client(served_app["url"], verbose=False) for _ in range(8)]
+    sequential = [strip_ms(rank(clients[0], **r)) for r in requests]
+    results: list = [None] * 8
+    errors: list = []
+
+    def call(i: int) -> None:
+        try:
+            for _ in range(3):
+                results[i] = strip_ms(rank(clients[i], **requests[i]))
+        except Exception as error:  # pragma: no cover - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert results == sequential
+    assert [model_fingerprint(m) for m in models] == weights
+    assert torch.equal(snap.emcl.encoder.model.emcl.prior, prior)
+
+
+def test_named_events_exist(client):
+    names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+    assert {"/rank", "/search", "/align", "/metrics", "/sweep", "/embedding_map"} <= names
+
+
+# ---- G1: file routes --------------------------------------------------------------------------
+def fetch(url: str, path: str) -> httpx.Response:
+    return httpx.get(f"{url}gradio_api/file={path}", timeout=10)
+
+
+def test_videos_are_served_from_the_gallery_folder(served_app):
+    video = served_app["explorer"].video_path(served_app["explorer"].snapshot.records[0].video_id)
+    response = fetch(served_app["url"], quote(str(video)))
+    assert response.status_code == 200
+    assert response.content == video.read_bytes()
+
+
+def test_g1_checkpoints_caches_traversal_and_dotfiles_are_refused(served_app, explorer_inputs):
+    url = served_app["url"]
+    videos = (
+        served_app["explorer"]
+        .video_path(served_app["explorer"].snapshot.records[0].video_id)
+        .parent
+    )
+    setup = served_app["setup"]
+    features = next(setup.features_dir.rglob("*.safetensors"))
+    checkpoint = Path(explorer_inputs["checkpoints"]["demo-emcl"]) / "model.safetensors"
+    dotfile = Path.cwd() / ".gitignore"
+    assert checkpoint.is_file() and features.is_file() and dotfile.is_file()
+    paths = [
+        str(checkpoint),
+        str(features),
+        f"{videos}/../frame_concepts.json",
+        f"{videos}/../../{checkpoint.parent.name}/model.safetensors",
+        f"{videos}/%2e%2e/frame_concepts.json",
+        f"{videos}/%2e%2e%2fframe_concepts.json",
+        "..%2f..%2f..%2fetc%2fpasswd",
+        "//host/share/file.mp4",
+        str(dotfile),
+        ".gitignore",
+        "app.py",
+        "/nonexistent-dir/missing.mp4",
+        "/etc/passwd",
+    ]
+    for path in paths:
+        response = fetch(url, path)
+        assert response.status_code == 403, (path, response.status_code)
+    assert str(checkpoint.parent.resolve()) in served_app["settings"]["blocked_paths"]
+
+
+# ---- G2, G3: uploads ---------------------------------------------------------------------------
+def upload_dir_files(served_app) -> set[Path]:
+    folder = Path(served_app["server"].uploaded_file_dir)
+    return set(folder.rglob("*")) if folder.exists() else set()
+
+
+def test_g2_upload_over_the_size_limit_is_refused(served_app):
+    before = upload_dir_files(served_app)
+    limit = served_app["demo"].max_file_size
+    assert limit == app.MAX_FILE_SIZE
+    body = b"\0" * (limit + 1)
+    response = httpx.post(
+        f"{served_app['url']}gradio_api/upload",
+        files=[("files", ("big.mp4", body, "video/mp4"))],
+        timeout=60,
+    )
+    assert response.status_code == 413
+    assert upload_dir_files(served_app) == before
+
+
+def test_g3_upload_named_dotdot_is_refused(served_app):
+    response = httpx.post(
+        f"{served_app['url']}gradio_api/upload",
+        files=[("files", ("..", b"data", "application/octet-stream"))],
+        timeout=10,
+    )
+    assert response.status_code == 400
+
+
+# ---- G4: ids, never paths -----------------------------------------------------------------------
+@pytest.mark.parametrize("video_id", ["../../etc/passwd", "/etc/passwd", "video0/../../x"])
+def test_g4_handlers_refuse_paths_as_video_ids(client, video_id):
+    knobs = ["inference", 4.0, 7, 10, -1.0, "reference", 42, "shortlist", 64, False, -2.0, 5]
+    # Gradio's own Dropdown check or the explorer's id lookup refuses it, before any file access.
+    with pytest.raises(Exception, match=r"not in the list of choices|unknown video id"):
+        client.predict(video_id, "a red circle", "auto", "subspaces", *knobs, api_name="/align")
+    with pytest.raises(Exception, match="unknown"):
+        client.predict(f"video:{video_id}", api_name="/map_item")
+
+
+# ---- G6: launch settings ------------------------------------------------------------------------
+def test_g6_launch_settings(served_app, explorer_inputs):
+    import gradio as gr
+
+    demo, settings = served_app["demo"], served_app["settings"]
+    assert settings["share"] is False and not demo.share
+    assert settings["server_name"] == "127.0.0.1"
+    assert demo.local_url.startswith("http://127.0.0.1:")
+    assert settings["show_error"] is False
+    assert demo.max_file_size == app.MAX_FILE_SIZE
+    assert demo._queue.max_size == app.QUEUE_SIZE
+    blocked = [Path(p) for p in settings["blocked_paths"]]
+    for checkpoint in explorer_inputs["checkpoints"].values():
+        assert any(Path(checkpoint).resolve().is_relative_to(b) for b in blocked)
+    setup = served_app["setup"]
+    for private in (setup.features_dir, setup.maps_dir):
+        assert private.resolve() in blocked
+    for allowed in map(Path, settings["allowed_paths"]):
+        for private in (*explorer_inputs["checkpoints"].values(), setup.features_dir):
+            assert not Path(private).resolve().is_relative_to(allowed)
+    videos = [b for b in demo.blocks.values() if isinstance(b, gr.Video)]
+    assert all(v.format is None for v in videos)  # no ffmpeg conversion of inputs
+    named = {"rank", "search", "align", "metrics", "sweep", "embedding_map", "add_videos"}
+    model_events = [f for f in demo.fns.values() if f.api_name in named]
+    assert len(model_events) == 7
+    assert {f.concurrency_id for f in model_events} == {app.MODEL}
