@@ -144,17 +144,24 @@ def em_subspaces(x: Tensor, mu: Tensor, iters: int, lam: float) -> tuple[Tensor,
     with torch.no_grad():
         features = x.float()  # [..., N, D]
         bases = mu.float()  # [..., N, K]
-        z = features.new_zeros(*features.shape[:-2], features.shape[-1], bases.shape[-1])
+        n, d = features.shape[-2:]
+        z = features.new_zeros(*features.shape[:-2], d, bases.shape[-1])
+        column_sums = torch.ones_like(z[..., :1, :])
         for _ in range(iters):
             # E-step: softmax over K for every dimension j (torch.softmax subtracts the max,
-            # so a small lam cannot overflow).
-            logits = torch.matmul(features.mT, bases) * (1.0 / lam)  # [..., D, K]
+            # so a small lam cannot overflow). 1/lam scales whichever operand is smaller.
+            if n < d:
+                logits = torch.matmul(features.mT, bases * (1.0 / lam))  # [..., D, K]
+            else:
+                logits = torch.matmul(features.mT, bases) * (1.0 / lam)
             z = torch.softmax(logits, dim=-1)
-            z = z / (EPS + z.sum(dim=-2, keepdim=True))  # columns sum to 1 over D
-            # M-step: responsibility-weighted mean of the columns, then unit-norm bases.
-            bases = torch.matmul(features, z)  # [..., N, K]
+            # M-step: responsibility-weighted mean of the columns, then unit-norm bases. The
+            # reference column-normalises z before the product; dividing the N x K product
+            # instead is the same up to rounding and skips a pass over the larger D x K matrix.
+            column_sums = EPS + z.sum(dim=-2, keepdim=True)  # [..., 1, K]
+            bases = torch.matmul(features, z) / column_sums  # [..., N, K]
             bases = bases / (EPS + bases.norm(dim=-2, keepdim=True))
-    return bases, z
+    return bases, z / column_sums  # columns of z sum to 1 over D
 
 
 def effective_k(z: Tensor, tol: float = RANK_TOL) -> Tensor:
