@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import math
-import threading
 from pathlib import Path
 from urllib.parse import quote
 
 import httpx
 import pytest
 import torch
+from conftest import run_in_threads
 from gradio_client import Client
 
 import app
@@ -135,21 +135,12 @@ def test_eight_threads_with_different_knobs_match_sequential_calls(served_app):
     clients = [Client(served_app["url"], verbose=False) for _ in range(8)]
     sequential = [strip_ms(rank(clients[0], **r)) for r in requests]
     results: list = [None] * 8
-    errors: list = []
 
     def call(i: int) -> None:
-        try:
-            for _ in range(3):
-                results[i] = strip_ms(rank(clients[i], **requests[i]))
-        except Exception as error:  # pragma: no cover - reported below
-            errors.append(error)
+        for _ in range(3):
+            results[i] = strip_ms(rank(clients[i], **requests[i]))
 
-    threads = [threading.Thread(target=call, args=(i,)) for i in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors
+    assert not run_in_threads(8, call)
     assert results == sequential
     assert [model_fingerprint(m) for m in models] == weights
     assert torch.equal(snap.emcl.encoder.model.emcl.prior, prior)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import io
 import math
-import threading
 
 import pytest
 import torch
+from conftest import run_in_threads
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load, save
@@ -375,21 +375,12 @@ def test_concurrent_eval_calls_leave_the_prior_bit_identical():
     before = layer.prior.clone()
     inputs = [clip_like(60, 32, seed=s) for s in range(8)]
     expected = [layer(x) for x in inputs]
-    errors: list[BaseException] = []
 
     def worker(i: int) -> None:
-        try:
-            for _ in range(25):
-                assert torch.equal(layer(inputs[i]), expected[i])
-        except BaseException as error:  # surfaced below
-            errors.append(error)
+        for _ in range(25):
+            assert torch.equal(layer(inputs[i]), expected[i])
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors
+    assert not run_in_threads(8, worker)
     assert torch.equal(layer.prior, before)
 
 

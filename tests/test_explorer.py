@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import run_in_threads
 
 from emcl.encoder import model_fingerprint
 from emcl.explorer import LIMITS, MAX_QUERY_CHARS, MAX_UPLOADS, KnobError, Knobs
@@ -346,21 +347,12 @@ def test_concurrent_requests_match_sequential_ones_and_never_write_the_models(ex
     jobs = [(q, s) for q in queries for s in settings]
     sequential = [without_ms(explorer.rank(q, s)) for q, s in jobs]
     results: list = [None] * len(jobs)
-    errors: list = []
 
     def worker(offset: int) -> None:
-        try:
-            for i in range(offset, len(jobs), 8):
-                results[i] = without_ms(explorer.rank(*jobs[i]))
-        except Exception as error:  # pragma: no cover - reported below
-            errors.append(error)
+        for i in range(offset, len(jobs), 8):
+            results[i] = without_ms(explorer.rank(*jobs[i]))
 
-    threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors
+    assert not run_in_threads(8, worker)
     assert results == sequential
     assert [model_fingerprint(m) for m in models] == before
     assert torch.equal(snap.emcl.encoder.model.emcl.prior, prior)
