@@ -33,10 +33,6 @@ from torchvision.transforms import Compose, Normalize
 from emcl.em import (
     EMCLLayer,
     EMParams,
-    check_beta,
-    check_iters,
-    check_k,
-    check_lam,
     check_momentum,
 )
 from emcl.similarity import emclnet_logits
@@ -64,18 +60,14 @@ class EMCLConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        check_k(self.k)
-        check_iters(self.iters)
-        check_lam(self.lam)
-        check_beta(self.beta)
-        check_momentum(self.momentum)
         if self.init not in ("prior", "data"):
             raise ValueError(f"emcl.init must be 'prior' or 'data', got {self.init!r}")
+        self.params()  # validates k, iters, lam, beta and seed, naming the field
+        check_momentum(self.momentum)
 
     def params(self) -> EMParams:
         """The same knobs for search/evaluation, using the trained prior."""
-        init = "prior" if self.init == "prior" else "data"
-        return EMParams(self.k, self.iters, self.lam, self.beta, init=init, seed=self.seed)
+        return EMParams(self.k, self.iters, self.lam, self.beta, init=self.init, seed=self.seed)
 
 
 @dataclass(frozen=True)
