@@ -366,7 +366,8 @@ def _build(
     frames: list[Tensor] = []  # [n, T, D] pieces
     video: list[Tensor] = []  # [n, D] pieces
     if base is not None:
-        keep = [i for i, v in enumerate(base.video_ids) if v not in set(ids)]
+        replaced = set(ids)
+        keep = [i for i, v in enumerate(base.video_ids) if v not in replaced]
         order += [base.records[i] for i in keep]
         if keep:
             frames.append(base.frame_embeddings[keep])
