@@ -20,10 +20,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from emcl.data import VideoRecord, read_msrvtt
-from emcl.demo_world import build_world
-from emcl.gallery import build_gallery, load_gallery
-from emcl.video import DecodeRequest, DecoderPool, Limits, decode_decord, probe
+from emcl.data.datasets import VideoRecord, read_msrvtt
+from emcl.data.demo_world import build_world
+from emcl.data.gallery import build_gallery, load_gallery
+from emcl.video.decoder import DecodeRequest, DecoderPool, decode_decord
+from emcl.video.probe import Limits, probe
 
 
 class ProjectionEncoder:
@@ -121,7 +122,7 @@ def main() -> None:
         test = read_msrvtt(world, "test")[: a.clips]
         bench_decode([r.path for r in test])
         if a.checkpoint:
-            from emcl.encoder import Encoder
+            from emcl.model.encoder import Encoder
 
             encoder = Encoder.from_checkpoint(a.checkpoint, device="cpu")
         else:

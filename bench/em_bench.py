@@ -16,10 +16,12 @@ from collections.abc import Callable
 
 import torch
 
-from emcl.em import EMParams
-from emcl.metrics import retrieval_metrics
-from emcl.search import GalleryIndex, rank_query, similarity_matrix
-from emcl.similarity import emclnet_logits, inference_module_logits
+from emcl.core.em import EMParams
+from emcl.core.logits import emclnet_logits, inference_module_logits
+from emcl.retrieval.blocks import similarity_matrix
+from emcl.retrieval.index import GalleryIndex
+from emcl.retrieval.metrics import retrieval_metrics
+from emcl.retrieval.ranking import rank_query
 
 
 def timed(fn: Callable[[], object], repeat: int = 3, warmup: int = 1) -> float:

@@ -8,8 +8,8 @@ Times, with ViT-B-32 random weights (the timings do not depend on the weights' v
 2. one training step at batch 128 x 12 frames with AMP: encode, seqTransf, EMCL-Net logits with
    the EM on the global-batch matrix (128 * 128 + 128 = 16,512 rows x 512), symmetric InfoNCE,
    backward, optimiser step;
-3. the EM on a 1K x 1K evaluation in the block protocol (emcl/search.py ``similarity_matrix``:
-   EMCL-Net 32 x 32 blocks and the inference module's 64 x 64 blocks).
+3. the EM on a 1K x 1K evaluation in the block protocol (emcl/retrieval/blocks.py
+   ``similarity_matrix``: EMCL-Net 32 x 32 blocks and the inference module's 64 x 64 blocks).
 Prints one JSON line with the figures and the device name. Finishes in well under 4 minutes on an
 H100; if the training step runs out of memory it is retried with gradient checkpointing.
 
@@ -58,10 +58,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from emcl.em import EMCL_NET_DEFAULTS, INFERENCE_MODULE_DEFAULTS, EMParams  # noqa: E402
-from emcl.model import DEMO_BACKBONE, EMCLRetrievalModel, ModelConfig, contrastive_loss  # noqa: E402
-from emcl.search import GalleryIndex, rank_query, similarity_matrix  # noqa: E402
-from emcl.train import PRESETS, build_optimizer, step_loss  # noqa: E402
+from emcl.core.em import EMCL_NET_DEFAULTS, INFERENCE_MODULE_DEFAULTS, EMParams  # noqa: E402
+from emcl.model.config import DEMO_BACKBONE, ModelConfig  # noqa: E402
+from emcl.model.loss import contrastive_loss  # noqa: E402
+from emcl.model.model import EMCLRetrievalModel  # noqa: E402
+from emcl.retrieval.blocks import similarity_matrix  # noqa: E402
+from emcl.retrieval.index import GalleryIndex  # noqa: E402
+from emcl.retrieval.ranking import rank_query  # noqa: E402
+from emcl.training.loop import step_loss  # noqa: E402
+from emcl.training.optim import build_optimizer  # noqa: E402
+from emcl.training.presets import PRESETS  # noqa: E402
 
 FULL = {"backbone": "ViT-B-32", "batch": 128, "frames": 12, "n_eval": 1000, "embed_frames": 3072}
 SMOKE = {"backbone": DEMO_BACKBONE, "batch": 4, "frames": 2, "n_eval": 32, "embed_frames": 16}
@@ -114,6 +120,101 @@ def parity(text: torch.Tensor, frames: torch.Tensor, device: torch.device) -> di
     return out
 
 
+def frame_embed(
+    model: EMCLRetrievalModel, sizes: dict, device: torch.device, amp: torch.dtype | None
+) -> dict:
+    """Frame-embedding throughput (inference, fp16 autocast on CUDA)."""
+    n, frames, size = sizes["embed_frames"], sizes["frames"], model.image_size
+    pixels = torch.randn(n // frames, frames, 3, size, size, device=device)
+    model.eval()
+
+    def embed() -> None:
+        autocast = torch.autocast(device.type, dtype=amp, enabled=amp is not None)
+        with torch.inference_mode(), autocast:
+            model.encode_frames(pixels)
+
+    seconds = timed(embed, device)
+    return {"frames": n, "seconds": round(seconds, 4), "frames_per_s": round(n / seconds, 1)}
+
+
+def train_step(
+    model: EMCLRetrievalModel, sizes: dict, device: torch.device, amp: torch.dtype | None
+) -> dict:
+    """One training step at the reference batch, AMP, EM on the global-batch matrix."""
+    batch, frames, size = sizes["batch"], sizes["frames"], model.image_size
+    model.train()
+    optimizer = build_optimizer(model, PRESETS["msrvtt"])
+    scaler = torch.amp.GradScaler(device.type, enabled=amp is not None)
+    ids = torch.randint(1, 49000, (batch, model.config.max_words), device=device)
+    ids[:, -1] = 49407  # EOT
+    clip_pixels = torch.randn(batch, frames, 3, size, size, device=device)
+    mask = torch.ones(batch, frames, dtype=torch.bool, device=device)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss, _ = step_loss(model, model, ids, clip_pixels, mask, 1, amp)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    checkpointing = False
+    try:
+        step_seconds = timed(step, device, repeat=3)
+    except torch.OutOfMemoryError:
+        optimizer.zero_grad(set_to_none=True)
+        torch.cuda.empty_cache()
+        model.clip.set_grad_checkpointing(True)
+        checkpointing = True
+        step_seconds = timed(step, device, repeat=3)
+    with torch.no_grad():  # the EMCL-Net logits alone (EM included), in fp32 as in training
+        text, video, scale = model(ids, clip_pixels, mask)
+        logits_seconds = timed(lambda: model.logits(text, video, mask), device)
+        loss = contrastive_loss(model.logits(text, video, mask), scale)
+    report = {
+        "batch": batch,
+        "frames": frames,
+        "em_rows": batch * batch + batch,
+        "amp": str(amp),
+        "grad_checkpointing": checkpointing,
+        "seconds": round(step_seconds, 4),
+        "logits_with_em_seconds": round(logits_seconds, 4),
+        "loss_finite": bool(torch.isfinite(loss)),
+        "peak_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+        if device.type == "cuda"
+        else None,
+    }
+    optimizer.zero_grad(set_to_none=True)
+    optimizer.state.clear()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return report
+
+
+def em_block(model: EMCLRetrievalModel, sizes: dict, device: torch.device) -> tuple[dict, dict]:
+    """The EM on a 1K x 1K evaluation (block protocol, all blocks batched), parity with CPU."""
+    m, frames, d = sizes["n_eval"], sizes["frames"], model.embed_dim
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    text = torch.randn(m, d, generator=gen).to(device)
+    frame_feats = torch.randn(m, frames, d, generator=gen).to(device)
+    videos = frame_feats.mean(dim=1)
+    report: dict = {"texts": m, "videos": m, "dim": d}
+    settings = (("emclnet", EMCL_NET_DEFAULTS), ("inference", INFERENCE_MODULE_DEFAULTS))
+    for protocol, params in settings:
+
+        def run(protocol=protocol, params=params) -> torch.Tensor:
+            return similarity_matrix(
+                text,
+                videos=videos if protocol == "inference" else None,
+                frames=frame_feats if protocol == "emclnet" else None,
+                params=params,
+                protocol=protocol,
+            )
+
+        seconds = timed(run, device, repeat=3)
+        report[protocol] = {"seconds": round(seconds, 4), "finite": bool(run().isfinite().all())}
+    return report, parity(text[:128], frame_feats[:128], device)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda")
@@ -133,102 +234,17 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     torch.manual_seed(0)
     amp = torch.float16 if device.type == "cuda" else None
-    batch, frames = sizes["batch"], sizes["frames"]
-    cfg = ModelConfig(backbone=sizes["backbone"], num_frames=frames)
+    cfg = ModelConfig(backbone=sizes["backbone"], num_frames=sizes["frames"])
     model = EMCLRetrievalModel(cfg).to(device)
-    size = model.image_size
     report: dict = {
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__,
         "backbone": cfg.backbone,
         "smoke": args.smoke,
     }
-
-    # 1. Frame-embedding throughput (inference, fp16 autocast).
-    n = sizes["embed_frames"]
-    pixels = torch.randn(n // frames, frames, 3, size, size, device=device)
-    model.eval()
-
-    def embed() -> None:
-        autocast = torch.autocast(device.type, dtype=amp, enabled=amp is not None)
-        with torch.inference_mode(), autocast:
-            model.encode_frames(pixels)
-
-    seconds = timed(embed, device)
-    report["frame_embed"] = {"frames": n, "seconds": round(seconds, 4),
-                             "frames_per_s": round(n / seconds, 1)}  # fmt: skip
-
-    # 2. One training step at the reference batch, AMP, EM on the global-batch matrix.
-    model.train()
-    optimizer = build_optimizer(model, PRESETS["msrvtt"])
-    scaler = torch.amp.GradScaler(device.type, enabled=amp is not None)
-    ids = torch.randint(1, 49000, (batch, cfg.max_words), device=device)
-    ids[:, -1] = 49407  # EOT
-    clip_pixels = torch.randn(batch, frames, 3, size, size, device=device)
-    mask = torch.ones(batch, frames, dtype=torch.bool, device=device)
-
-    def train_step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        loss, _ = step_loss(model, model, ids, clip_pixels, mask, 1, amp)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-
-    checkpointing = False
-    try:
-        step_seconds = timed(train_step, device, repeat=3)
-    except torch.OutOfMemoryError:
-        optimizer.zero_grad(set_to_none=True)
-        torch.cuda.empty_cache()
-        model.clip.set_grad_checkpointing(True)
-        checkpointing = True
-        step_seconds = timed(train_step, device, repeat=3)
-    with torch.no_grad():  # the EMCL-Net logits alone (EM included), in fp32 as in training
-        text, video, scale = model(ids, clip_pixels, mask)
-        logits_seconds = timed(lambda: model.logits(text, video, mask), device)
-        loss = contrastive_loss(model.logits(text, video, mask), scale)
-    report["train_step"] = {
-        "batch": batch,
-        "frames": frames,
-        "em_rows": batch * batch + batch,
-        "amp": str(amp),
-        "grad_checkpointing": checkpointing,
-        "seconds": round(step_seconds, 4),
-        "logits_with_em_seconds": round(logits_seconds, 4),
-        "loss_finite": bool(torch.isfinite(loss)),
-        "peak_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
-        if device.type == "cuda"
-        else None,
-    }
-    optimizer.zero_grad(set_to_none=True)
-    optimizer.state.clear()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-
-    # 3. The EM on a 1K x 1K evaluation (block protocol, all blocks batched).
-    m = sizes["n_eval"]
-    d = model.embed_dim
-    gen = torch.Generator(device="cpu").manual_seed(0)
-    text = torch.randn(m, d, generator=gen).to(device)
-    frame_feats = torch.randn(m, frames, d, generator=gen).to(device)
-    videos = frame_feats.mean(dim=1)
-    em_block = {}
-    settings = (("emclnet", EMCL_NET_DEFAULTS), ("inference", INFERENCE_MODULE_DEFAULTS))
-    for protocol, params in settings:
-
-        def run(protocol=protocol, params=params) -> torch.Tensor:
-            return similarity_matrix(
-                text,
-                videos=videos if protocol == "inference" else None,
-                frames=frame_feats if protocol == "emclnet" else None,
-                params=params,
-                protocol=protocol,
-            )
-
-        seconds = timed(run, device, repeat=3)
-        em_block[protocol] = {"seconds": round(seconds, 4), "finite": bool(run().isfinite().all())}
-    report["em_block_1k"] = {"texts": m, "videos": m, "dim": d} | em_block
-    report["parity_with_cpu"] = parity(text[:128], frame_feats[:128], device)
+    report["frame_embed"] = frame_embed(model, sizes, device, amp)
+    report["train_step"] = train_step(model, sizes, device, amp)
+    report["em_block_1k"], report["parity_with_cpu"] = em_block(model, sizes, device)
     report["total_seconds"] = round(time.perf_counter() - t_start, 1)
     print(json.dumps(report))
     return 0

@@ -2,45 +2,12 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pytest
+from helpers import clip_frames
 
-from emcl.video import write_video
-
-
-def clip_frames(n: int, size: tuple[int, int] = (96, 128)) -> list[np.ndarray]:
-    """``n`` RGB frames whose grey level encodes the frame index (frame i ~ 6 * i), so a test
-    can tell which frame a decoder returned. The level is constant over the frame: robust to
-    compression and resizing."""
-    h, w = size
-    return [np.full((h, w, 3), (6 * i) % 250, np.uint8) for i in range(n)]
-
-
-def frame_number(frame: np.ndarray) -> int:
-    """Inverse of :func:`clip_frames` for one decoded frame [H, W, 3]."""
-    return round(float(frame.mean()) / 6)
-
-
-def run_in_threads(count: int, work: Callable[[int], None]) -> list[BaseException]:
-    """Run ``work(i)`` for ``i < count`` on ``count`` threads at once; the exceptions raised."""
-    errors: list[BaseException] = []
-
-    def guarded(i: int) -> None:
-        try:
-            work(i)
-        except BaseException as error:  # reported to the caller
-            errors.append(error)
-
-    threads = [threading.Thread(target=guarded, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return errors
+from emcl.video.writing import write_video
 
 
 @pytest.fixture
@@ -58,7 +25,7 @@ def make_clip(tmp_path: Path):
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory) -> Path:
     """A 20 train + 10 test demo world (seed 0), built once per session (~1 s)."""
-    from emcl.demo_world import build_world
+    from emcl.data.demo_world import build_world
 
     out = tmp_path_factory.mktemp("tiny_world")
     build_world(out, n_train=20, n_test=10, seed=0, workers=1)
@@ -66,7 +33,7 @@ def tiny_world(tmp_path_factory) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------
-# The explorer (issue 5): a small demo world, the demo checkpoints (random-weight stand-ins saved
+# The explorer: a small demo world, the demo checkpoints (random-weight stand-ins saved
 # through the real checkpoint format until the trained ones exist) and both galleries.
 # ---------------------------------------------------------------------------------------------
 REPO = Path(__file__).resolve().parents[1]
@@ -77,14 +44,15 @@ def explorer_inputs(tmp_path_factory) -> dict:
     """World, checkpoints and a warm feature cache; ``make`` builds a fresh Explorer on them."""
     import torch
 
-    from emcl.checkpoint import save_checkpoint
-    from emcl.demo_world import build_world
-    from emcl.explorer import Setup, load_explorer
-    from emcl.model import DEMO_BACKBONE, EMCLConfig, EMCLRetrievalModel, ModelConfig
+    from emcl.data.demo_world import build_world
+    from emcl.explorer.setup import Setup, load_explorer
+    from emcl.model.checkpoint import save_checkpoint
+    from emcl.model.config import DEMO_BACKBONE, EMCLConfig, ModelConfig
+    from emcl.model.model import EMCLRetrievalModel
 
     root = tmp_path_factory.mktemp("explorer")
     world = root / "world"
-    build_world(world, n_train=8, n_test=24, seed=0, workers=1)
+    build_world(world, n_train=8, n_test=80, seed=0, workers=1)  # > one 64-video EM block
     checkpoints = {}
     for name, emcl in (("demo-base", None), ("demo-emcl", EMCLConfig())):
         real = REPO / "checkpoints" / name
@@ -122,7 +90,7 @@ def served_app(explorer_inputs, explorer):
     """The app launched on a free loopback port, as ``python app.py`` launches it."""
     import socket
 
-    import app
+    from ui import app
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

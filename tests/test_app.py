@@ -1,5 +1,5 @@
 """The launched app through gradio_client and HTTP: the /rank API, validation, concurrency and
-the serving rules of RELIABILITY.md §2 (G1-G4, G6)."""
+the serving rules of docs/reliability.md §2."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ from urllib.parse import quote
 import httpx
 import pytest
 import torch
-from conftest import run_in_threads
 from gradio_client import Client
+from helpers import run_in_threads
 
-import app
-from emcl.encoder import model_fingerprint
-from emcl.explorer import LIMITS
+from emcl.explorer.knobs import LIMITS
+from emcl.model.encoder import model_fingerprint
+from ui import app as ui_app
+from ui import common
 
 RANK = {"beta": 4.0, "k": 7, "iters": 10, "lam": 0.1, "init": "reference", "top_k": 5}
 
@@ -151,7 +152,7 @@ def test_named_events_exist(client):
     assert {"/rank", "/search", "/align", "/metrics", "/sweep", "/embedding_map"} <= names
 
 
-# ---- G1: file routes --------------------------------------------------------------------------
+# ---- file routes ------------------------------------------------------------------------------
 def fetch(url: str, path: str) -> httpx.Response:
     return httpx.get(f"{url}gradio_api/file={path}", timeout=10)
 
@@ -163,7 +164,7 @@ def test_videos_are_served_from_the_gallery_folder(served_app):
     assert response.content == video.read_bytes()
 
 
-def test_g1_checkpoints_caches_traversal_and_dotfiles_are_refused(served_app, explorer_inputs):
+def test_checkpoints_caches_traversal_and_dotfiles_are_refused(served_app, explorer_inputs):
     url = served_app["url"]
     videos = (
         served_app["explorer"]
@@ -196,16 +197,16 @@ def test_g1_checkpoints_caches_traversal_and_dotfiles_are_refused(served_app, ex
     assert str(checkpoint.parent.resolve()) in served_app["settings"]["blocked_paths"]
 
 
-# ---- G2, G3: uploads ---------------------------------------------------------------------------
+# ---- uploads ------------------------------------------------------------------------------------
 def upload_dir_files(served_app) -> set[Path]:
     folder = Path(served_app["server"].uploaded_file_dir)
     return set(folder.rglob("*")) if folder.exists() else set()
 
 
-def test_g2_upload_over_the_size_limit_is_refused(served_app):
+def test_upload_over_the_size_limit_is_refused(served_app):
     before = upload_dir_files(served_app)
     limit = served_app["demo"].max_file_size
-    assert limit == app.MAX_FILE_SIZE
+    assert limit == ui_app.MAX_FILE_SIZE
     body = b"\0" * (limit + 1)
     response = httpx.post(
         f"{served_app['url']}gradio_api/upload",
@@ -216,7 +217,7 @@ def test_g2_upload_over_the_size_limit_is_refused(served_app):
     assert upload_dir_files(served_app) == before
 
 
-def test_g3_upload_named_dotdot_is_refused(served_app):
+def test_upload_named_dotdot_is_refused(served_app):
     response = httpx.post(
         f"{served_app['url']}gradio_api/upload",
         files=[("files", ("..", b"data", "application/octet-stream"))],
@@ -225,9 +226,9 @@ def test_g3_upload_named_dotdot_is_refused(served_app):
     assert response.status_code == 400
 
 
-# ---- G4: ids, never paths -----------------------------------------------------------------------
+# ---- ids, never paths ---------------------------------------------------------------------------
 @pytest.mark.parametrize("video_id", ["../../etc/passwd", "/etc/passwd", "video0/../../x"])
-def test_g4_handlers_refuse_paths_as_video_ids(client, video_id):
+def test_handlers_refuse_paths_as_video_ids(client, video_id):
     knobs = ["inference", 4.0, 7, 10, -1.0, "reference", 42, "shortlist", 64, False, -2.0, 5]
     # Gradio's own Dropdown check or the explorer's id lookup refuses it, before any file access.
     with pytest.raises(Exception, match=r"not in the list of choices|unknown video id"):
@@ -236,8 +237,8 @@ def test_g4_handlers_refuse_paths_as_video_ids(client, video_id):
         client.predict(f"video:{video_id}", api_name="/map_item")
 
 
-# ---- G6: launch settings ------------------------------------------------------------------------
-def test_g6_launch_settings(served_app, explorer_inputs):
+# ---- launch settings ----------------------------------------------------------------------------
+def test_launch_settings(served_app, explorer_inputs):
     import gradio as gr
 
     demo, settings = served_app["demo"], served_app["settings"]
@@ -245,8 +246,8 @@ def test_g6_launch_settings(served_app, explorer_inputs):
     assert settings["server_name"] == "127.0.0.1"
     assert demo.local_url.startswith("http://127.0.0.1:")
     assert settings["show_error"] is False
-    assert demo.max_file_size == app.MAX_FILE_SIZE
-    assert demo._queue.max_size == app.QUEUE_SIZE
+    assert demo.max_file_size == ui_app.MAX_FILE_SIZE
+    assert demo._queue.max_size == common.QUEUE_SIZE
     blocked = [Path(p) for p in settings["blocked_paths"]]
     for checkpoint in explorer_inputs["checkpoints"].values():
         assert any(Path(checkpoint).resolve().is_relative_to(b) for b in blocked)
@@ -261,4 +262,38 @@ def test_g6_launch_settings(served_app, explorer_inputs):
     named = {"rank", "search", "align", "metrics", "sweep", "embedding_map", "add_videos"}
     model_events = [f for f in demo.fns.values() if f.api_name in named]
     assert len(model_events) == 7
-    assert {f.concurrency_id for f in model_events} == {app.MODEL}
+    assert {f.concurrency_id for f in model_events} == {common.MODEL}
+
+
+# ---- named API parameters ------------------------------------------------------------------------
+def test_every_endpoint_has_named_parameters(client):
+    from ui.knob_panel import WIDGETS
+
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    for name, info in endpoints.items():
+        for parameter in info["parameters"]:
+            assert not parameter["parameter_name"].startswith("param_"), (name, parameter)
+    names = {n: [p["parameter_name"] for p in info["parameters"]] for n, info in endpoints.items()}
+    assert names["/metrics"] == list(WIDGETS)
+    assert names["/sweep"] == ["name", *WIDGETS]
+    assert names["/align"] == ["video_id", "caption", "selection", *WIDGETS]  # tab: a State
+    assert names["/rank"] == ["query", "beta", "k", "iters", "lam", "init", "top_k", "mode"]
+
+
+def test_metrics_by_name_use_the_log_sliders_as_powers_of_ten(client, served_app):
+    """λ = 10^-1.3 on the page is λ ≈ 0.05 in the engine: the table equals the service's."""
+    from emcl.explorer.knobs import Knobs
+
+    widgets = {
+        "mode": "inference", "beta": 6.0, "k": 8, "iters": 10, "log10_lam": -1.3,
+        "init": "data", "seed": 3, "context": "shortlist", "shortlist": 64, "isoftmax": False,
+        "log10_isoftmax_temp": -2.0, "top_k": 5,
+    }  # fmt: skip
+    table, _, effective = client.predict(**widgets, api_name="/metrics")
+    knobs = Knobs(mode="inference", beta=6.0, k=8, iters=10, lam=0.05012, init="data", seed=3)
+    want = served_app["explorer"].metrics(knobs)
+    assert [row[1:] for row in table["data"]] == [row[1:] for row in want.table()]
+    assert [row[0] for row in table["data"]] == [label for label, _ in want.rows]
+    assert f"**{want.effective_k}**" in effective
+    with pytest.raises(Exception, match="greater than maximum value"):
+        client.predict(**{**widgets, "log10_lam": 1.3}, api_name="/metrics")  # λ ≈ 20

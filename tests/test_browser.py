@@ -162,7 +162,7 @@ def capture(url: str, out: Path, query: str | None = None) -> dict[str, float]:
         )
         page.wait_for_timeout(1000)
         page.screenshot(path=str(out / "metrics.png"), full_page=True)
-        # Distinct subspaces need the symmetry-breaking init and a sharp λ (PAPER.md §1.5b).
+        # Distinct subspaces need the symmetry-breaking init and a sharp λ (docs/method.md §1.5b).
         page.get_by_role("radio", name="data").check()
         set_knob(page, "K", 8)
         set_knob(page, "log₁₀ λ", -1.5)

@@ -12,19 +12,22 @@ import av
 import numpy as np
 import pytest
 
-from emcl.data import read_msrvtt
-from emcl.demo_world import (
+import emcl.data.demo_world as demo_world_mod
+from emcl.cli.world import main
+from emcl.data.datasets import read_msrvtt
+from emcl.data.demo_world import (
     COLORS,
     LEXICON,
     MOTIONS,
     SHAPES,
     build_world,
     caption_words,
-    main,
+    ensure_world,
     make_specs,
     world_is_complete,
 )
-from emcl.video import load_frames, uniform_indices
+from emcl.video.decoder import load_frames
+from emcl.video.sampling import uniform_indices
 
 ANNOTATIONS = (
     "MSRVTT_data.json", "MSRVTT_train.9k.csv", "MSRVTT_JSFUSION_test.csv",
@@ -184,3 +187,18 @@ def test_default_world_within_budget(tmp_path):
     build_world(tmp_path / "w")  # 2000 + 1000 clips, all cores
     assert time.perf_counter() - t0 <= 120
     assert len(list((tmp_path / "w" / "videos").glob("*.mp4"))) == 3000
+
+
+def test_ensure_world_builds_only_when_needed(tmp_path, monkeypatch):
+    world = tmp_path / "w"
+    ensure_world(world, 2, 1, 0)
+    assert world_is_complete(world, 2, 1, 0)
+    assert len(read_msrvtt(world, "test")) == 1
+
+    def no_rebuild(*args, **kwargs):
+        raise AssertionError("a complete world was rebuilt")
+
+    monkeypatch.setattr(demo_world_mod, "build_world", no_rebuild)
+    ensure_world(world, 2, 1, 0)
+    with pytest.raises(AssertionError, match="rebuilt"):  # other parameters: built again
+        ensure_world(world, 2, 1, 1)

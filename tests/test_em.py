@@ -1,4 +1,4 @@
-"""The EM core against the reference code of PAPER.md §1.3, written out plainly."""
+"""The EM core against the reference code of docs/method.md §1.3, written out plainly."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import math
 
 import pytest
 import torch
-from conftest import run_in_threads
+from helpers import run_in_threads
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load, save
 
-from emcl.em import (
+from emcl.core.em import (
     EMCL_NET_DEFAULTS,
     INFERENCE_MODULE_DEFAULTS,
     EMCLLayer,
@@ -25,9 +25,9 @@ from emcl.em import (
 
 
 # ---------------------------------------------------------------------------------------------
-# The reference, verbatim from PAPER.md §1.3 (one block, no batching, no shortcuts), in float32
-# as the authors run it: at sharp temperatures the softmax amplifies rounding by 1/lam, so the
-# comparison is against the same precision, not against float64.
+# The reference, verbatim from docs/method.md §1.3 (one block, no batching, no shortcuts), in
+# float32 as the authors run it: at sharp temperatures the softmax amplifies rounding by 1/lam, so
+# the comparison is against the same precision, not against float64.
 # ---------------------------------------------------------------------------------------------
 def reference_em(x: torch.Tensor, mu: torch.Tensor, stage_num: int, lamd: float):
     """``Emcl.__call__`` without the prior update: x [N, D], mu [N, K] -> (mu, z)."""
@@ -264,7 +264,7 @@ def test_property_outputs_are_finite(k, iters, lam, beta, n, d, init, scale, see
 
 
 # ---------------------------------------------------------------------------------------------
-# Effective K (PAPER.md §1.5, §1.5b)
+# Effective K (docs/method.md §1.5, §1.5b)
 # ---------------------------------------------------------------------------------------------
 def test_effective_k_is_the_numerical_rank():
     gen = torch.Generator().manual_seed(0)
@@ -280,7 +280,7 @@ def test_reference_init_collapses_to_two_subspaces(k):
     prior = reference_init(k, torch.Generator().manual_seed(0))
     out = emcl_transform(x, k=k, iters=9, lam=1.0, beta=3.0, init=prior)
     assert 1 <= int(out.effective_k) <= 2
-    # Bases that start with the same sign stay identical (PAPER.md §1.5).
+    # Bases that start with the same sign stay identical (docs/method.md §1.5).
     signs = prior.flatten() > 0
     for group in (signs, ~signs):
         if group.sum() > 1:

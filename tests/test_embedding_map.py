@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from emcl.embedding_map import MIN_UMAP_POINTS, modality_gap, pca_2d, project
+from emcl.explorer.projection import MIN_UMAP_POINTS, modality_gap, pca_2d, project
 
 
 def points(n: int, d: int = 16, seed: int = 0) -> np.ndarray:

@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import run_in_threads
+from helpers import run_in_threads
 
-from emcl.encoder import model_fingerprint
-from emcl.explorer import LIMITS, MAX_QUERY_CHARS, MAX_UPLOADS, KnobError, Knobs
-from emcl.metrics import inverted_softmax, retrieval_metrics
-from emcl.video import write_video
+from emcl.explorer.knobs import LIMITS, MAX_QUERY_CHARS, KnobError, Knobs
+from emcl.explorer.uploads import MAX_UPLOADS
+from emcl.model.encoder import model_fingerprint
+from emcl.retrieval.metrics import inverted_softmax, retrieval_metrics
+from emcl.video.writing import write_video
 
 INFERENCE = Knobs(mode="inference", beta=4.0, k=7, iters=10, lam=0.1, init="reference", seed=42)
 
@@ -84,7 +85,7 @@ def test_rank_returns_top_k_in_both_columns(explorer):
         assert [r.rank for r in column] == [1, 2, 3, 4, 5]
     assert [r.score for r in result.base] == sorted((r.score for r in result.base), reverse=True)
     for row in result.emcl:
-        assert row.change == row.other_rank - row.rank
+        assert row.rank_change == row.other_rank - row.rank
     base_rank = {r.video_id: r.rank for r in result.base}
     for row in result.emcl:
         if row.video_id in base_rank:
@@ -104,7 +105,8 @@ def test_base_column_is_the_cosine_ranking(explorer):
     cosine = videos @ q
     want = [ids[i] for i in torch.argsort(cosine, descending=True, stable=True).tolist()]
     assert order(result.base) == want[: len(result.base)]
-    assert [r.score for r in result.base] == pytest.approx(sorted(cosine.tolist(), reverse=True))
+    best = sorted(cosine.tolist(), reverse=True)[: len(result.base)]
+    assert [r.score for r in result.base] == pytest.approx(best)
 
 
 @pytest.mark.parametrize("context", ["shortlist", "gallery", "block"])
@@ -115,7 +117,7 @@ def test_beta_zero_in_inference_mode_reproduces_the_base_column(explorer, contex
         )
         assert order(result.emcl) == order(result.base)
         assert [r.score for r in result.emcl] == pytest.approx([r.score for r in result.base])
-        assert all(r.change == 0 for r in result.emcl)
+        assert all(r.rank_change == 0 for r in result.emcl)
 
 
 def test_emcl_changes_the_ranking_when_on(explorer):
@@ -158,13 +160,61 @@ def test_known_caption_marks_the_ground_truth_even_outside_top_k(explorer):
 def test_inverted_softmax_on_a_known_caption_matches_the_metrics_postprocessing(explorer):
     snap = explorer.snapshot
     i = 5
-    knobs = replace(INFERENCE, isoftmax=True, isoftmax_temp=0.05, top_k=24)
+    knobs = replace(INFERENCE, isoftmax=True, isoftmax_temp=0.05, top_k=50)
     result = explorer.rank(snap.captions[i], knobs)
     post = inverted_softmax(snap.base.base_sim, 0.05, "t2v")[i]
     ids = [r.video_id for r in snap.records]
     want = [ids[j] for j in torch.argsort(post, descending=True, stable=True).tolist()]
-    assert order(result.base) == want
+    assert order(result.base) == want[:50]
     assert any("inverted softmax" in n for n in result.notices)
+
+
+def emcl_scores_by_hand(videos, query, knobs, groups) -> dict[int, float]:
+    """Each group of gallery rows in one EM run with the query, as the reference does:
+    X = [videos; query], output x + β·μzᵀ, score = <video out, query out>."""
+    scores = {}
+    for rows in groups:
+        stacked = torch.cat([videos[rows], query[None]])  # [C+1, D]
+        out = knobs.params().run(stacked, None).embeddings
+        scores.update(zip(rows, (out[:-1] @ out[-1]).tolist(), strict=True))
+    return scores
+
+
+@pytest.mark.parametrize("context", ["shortlist", "gallery", "block"])
+def test_each_em_context_is_its_own_computation(explorer, context):
+    """The fixture gallery (80 videos) is larger than one 64-video block and than the
+    shortlist (M = 32), so the three contexts give different EMCL scores. The data init: the
+    reference init at a sharp λ splits by float rounding (docs/method.md §1.5)."""
+    snap = explorer.snapshot
+    query_text = "two huge yellow diamonds"
+    knobs = replace(
+        INFERENCE, beta=8.0, lam=0.5, init="data", seed=3, context=context, shortlist=32, top_k=50
+    )
+    result = explorer.rank(query_text, knobs)
+    with torch.inference_mode():
+        query = F.normalize(snap.base.encoder.encode_texts([query_text])["sentence"][0], dim=-1)
+        videos = snap.base.index.embeddings.float()  # [80, D] unit norm, gallery order
+        base_order = torch.argsort(videos @ query, descending=True, stable=True).tolist()
+        groups = {
+            "shortlist": [base_order[:32]],
+            "gallery": [base_order],
+            "block": [base_order[:64], base_order[64:]],
+        }[context]
+        want = emcl_scores_by_hand(videos, query, knobs, groups)
+    assert len(snap.records) == 80
+    ranked = sorted(want, key=lambda row: -want[row])  # the EM'd rows, best first
+    expected_order = ranked + [row for row in base_order if row not in want]
+    assert [snap.position[r.video_id] for r in result.emcl] == expected_order[:50]
+    scored = [hit for hit in result.emcl if hit.index in want]
+    assert len(scored) == min(50, len(want))
+    for hit in scored:
+        assert hit.score == pytest.approx(want[hit.index], abs=1e-5)
+    others = {
+        c: [r.video_id for r in explorer.rank(query_text, replace(knobs, context=c)).emcl]
+        for c in ("shortlist", "gallery", "block")
+        if c != context
+    }
+    assert all(order(result.emcl) != other for other in others.values())
 
 
 @pytest.mark.parametrize("query", ["", "   ", "\x00", "\n\t", None, 42])
@@ -456,7 +506,7 @@ def subset(gallery, n: int):
 
 @pytest.mark.parametrize("n", [1, 2])
 def test_tiny_galleries_degrade_gracefully(explorer, n):
-    from emcl.explorer import Explorer
+    from emcl.explorer.service import Explorer
 
     snap = explorer.snapshot
     small = Explorer(
@@ -473,7 +523,7 @@ def test_tiny_galleries_degrade_gracefully(explorer, n):
 
 
 def test_an_empty_gallery_refuses_politely(explorer):
-    from emcl.explorer import Explorer
+    from emcl.explorer.service import Explorer
 
     snap = explorer.snapshot
     empty = Explorer(snap.base.encoder, subset(snap.base.gallery, 0))
@@ -487,8 +537,8 @@ def test_an_empty_gallery_refuses_politely(explorer):
 
 def test_a_folder_of_videos_with_an_open_clip_model_and_no_checkpoints(make_clip, tmp_path):
     """``python app.py --data FOLDER --model NAME``: base model only, inference mode."""
-    from emcl.explorer import Setup, load_explorer
-    from emcl.model import DEMO_BACKBONE
+    from emcl.explorer.setup import Setup, load_explorer
+    from emcl.model.config import DEMO_BACKBONE
 
     folder = tmp_path / "videos"
     folder.mkdir()

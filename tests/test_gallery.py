@@ -11,9 +11,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import emcl.gallery as gallery_mod
-from emcl.data import VideoRecord
-from emcl.gallery import add_videos, build_gallery, load_gallery
+import emcl.data.gallery as gallery_mod
+from emcl.data.datasets import VideoRecord
+from emcl.data.gallery import add_videos, build_gallery, load_gallery
+from emcl.video.decoder import load_frames
+from emcl.video.sampling import center_crop
 
 
 class TinyEncoder:
@@ -86,9 +88,6 @@ def test_corrupt_files_are_skipped_and_reported(corpus, tmp_path):
 
 
 def _frames(path: Path) -> np.ndarray:
-    from emcl.gallery import center_crop
-    from emcl.video import load_frames
-
     return center_crop(load_frames(path, 4, size=32), 32)
 
 

@@ -9,11 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from emcl.metrics import direction_metrics, inverted_softmax, retrieval_metrics
+from emcl.retrieval.metrics import direction_metrics, inverted_softmax, retrieval_metrics
 
 
 def reference_compute_metrics(x: np.ndarray) -> dict[str, float]:
-    """CLIP4Clip's ``compute_metrics`` (PAPER.md §6.1), verbatim."""
+    """CLIP4Clip's ``compute_metrics`` (docs/method.md §6.1), verbatim."""
     sx = np.sort(-x, axis=1)
     d = np.diag(-x)[:, np.newaxis]
     ind = np.where(sx - d == 0)[1]

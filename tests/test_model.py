@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import socket
 
 import numpy as np
@@ -12,16 +13,11 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from emcl.encoder import Encoder
-from emcl.model import (
-    DEMO_BACKBONE,
-    EMCLConfig,
-    EMCLRetrievalModel,
-    ModelConfig,
-    PretrainedUnavailable,
-    contrastive_loss,
-    create_backbone,
-)
+from emcl.model.backbone import PretrainedUnavailable, create_backbone
+from emcl.model.config import DEMO_BACKBONE, EMCLConfig, ModelConfig
+from emcl.model.encoder import Encoder
+from emcl.model.loss import contrastive_loss
+from emcl.model.model import EMCLRetrievalModel
 
 TINY = ModelConfig(backbone=DEMO_BACKBONE, num_frames=4, max_words=16, temporal_layers=2)
 
@@ -138,7 +134,19 @@ def test_mean_pooling_model_keeps_frames():
         torch.testing.assert_close(model.encode_video(pixels), model.encode_frames(pixels))
 
 
-def test_training_forward_updates_prior_and_gives_finite_loss():
+def test_contrastive_loss_is_the_mean_of_both_directions_written_out():
+    # Non-symmetric logits, so text->video (rows) and video->text (columns) differ.
+    logits = torch.tensor([[0.9, 0.1, -0.3], [0.6, 0.2, 0.0], [-0.5, 0.8, 0.4]])
+    scale = 5.0
+    e = [[math.exp(scale * x) for x in row] for row in logits.tolist()]
+    t2v = -sum(math.log(e[i][i] / sum(e[i])) for i in range(3)) / 3
+    v2t = -sum(math.log(e[j][j] / sum(e[i][j] for i in range(3))) for j in range(3)) / 3
+    assert abs(t2v - v2t) > 0.1
+    loss = contrastive_loss(logits, torch.tensor(scale))
+    assert loss.item() == pytest.approx((t2v + v2t) / 2, rel=1e-6)
+
+
+def test_training_forward_updates_prior_and_the_loss_is_both_directions():
     torch.manual_seed(0)
     model = EMCLRetrievalModel(TINY).train()
     prior = model.emcl.prior.clone()
@@ -148,7 +156,12 @@ def test_training_forward_updates_prior_and_gives_finite_loss():
     logits = model.logits(text, video, mask)
     loss = contrastive_loss(logits, scale)
     loss.backward()
-    assert logits.shape == (2, 2) and torch.isfinite(loss)
+    assert logits.shape == (2, 2)
+    scaled = (scale * logits).detach().double()
+    t2v = (scaled.logsumexp(dim=1) - scaled.diagonal()).mean()
+    v2t = (scaled.logsumexp(dim=0) - scaled.diagonal()).mean()
+    assert loss.item() == pytest.approx(float(t2v + v2t) / 2, rel=1e-5)
+    assert scale.item() == pytest.approx(1 / 0.07, rel=1e-5)  # open_clip's initial logit scale
     assert not torch.equal(prior, model.emcl.prior)  # momentum update in train mode
     assert model.clip.logit_scale.grad is not None
     model.eval()

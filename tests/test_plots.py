@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from emcl import plots
-from emcl.explorer import Row
+from emcl.retrieval.ranking import Hit
+from ui import plots
 
 
 def frames(n: int = 12) -> np.ndarray:
@@ -94,8 +94,8 @@ def test_change_badges(change, other, expected):
 
 def test_results_html_escapes_text_and_marks_the_ground_truth():
     rows = [
-        Row("v<1>", 0.5, 1, 3, 2, False),
-        Row("v2", 0.25, 2, 1, -1, True),
+        Hit("v<1>", 0, 0.5, rank=1, other_rank=3, rank_change=2, is_target=False),
+        Hit("v2", 1, 0.25, rank=2, other_rank=1, rank_change=-1, is_target=True),
     ]
     page = plots.results_html(
         rows, 8, url=lambda v: f"gradio_api/file=/videos/{v}.mp4",

@@ -9,10 +9,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from emcl.em import EMParams, emcl_transform
-from emcl.factorized import emclnet_logits_factorized
-from emcl.search import GalleryIndex, rank_query, similarity_matrix
-from emcl.similarity import emclnet_logits, inference_module_logits, text_conditioned_pool
+from emcl.core.em import EMParams, emcl_transform
+from emcl.core.factorized import emclnet_logits_factorized
+from emcl.core.logits import emclnet_logits, inference_module_logits, text_conditioned_pool
+from emcl.retrieval.blocks import similarity_matrix
+from emcl.retrieval.index import GalleryIndex
+from emcl.retrieval.ranking import rank_query
 
 PARAMS = EMParams(k=8, iters=5, lam=0.1, beta=2.0, init="reference", seed=1)
 

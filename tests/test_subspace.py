@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 
-from emcl.em import EMParams
-from emcl.subspace import (
+from emcl.core.em import EMParams
+from emcl.core.subspace import (
     align,
     align_batch,
     channel_weights,
@@ -84,7 +84,7 @@ def test_reference_init_collapses_to_two_subspaces():
     f, w = tokens(12, seed=10), tokens(7, seed=11)
     params = EMParams(k=16, iters=9, lam=1.0, beta=3.0, init="reference", seed=0)
     result = align(f, w, [f"w{j}" for j in range(7)], params)
-    assert 1 <= result.n_subspaces <= 2  # PAPER.md §1.5
+    assert 1 <= result.n_subspaces <= 2  # docs/method.md §1.5
     assert sum(len(g) for g in result.groups) == 16
     assert result.similarity.shape == (result.n_subspaces, 12, 7)
 

@@ -1,9 +1,11 @@
-"""Training: a short run on a tiny demo world, resume, the NaN guard, and DDP on CPU (gloo)."""
+"""Training: the loss, the optimiser groups, a short run on a tiny demo world, best-checkpoint
+selection and export, resume, the NaN guard, DDP on CPU (gloo), the ``python -m emcl`` commands."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import socket
 import subprocess
@@ -17,11 +19,18 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
-import emcl.train as train_module
-from emcl.checkpoint import load_checkpoint
-from emcl.encoder import Encoder
-from emcl.model import DEMO_BACKBONE, EMCLConfig, EMCLRetrievalModel, ModelConfig
-from emcl.train import PRESETS, epoch_plan, lr_multiplier, main, step_loss, train
+import emcl.__main__ as dispatcher
+import emcl.cli.train as train_cli
+import emcl.training.loop as loop
+from emcl.cli.train import main
+from emcl.model.checkpoint import load_checkpoint
+from emcl.model.config import DEMO_BACKBONE, EMCLConfig, ModelConfig
+from emcl.model.encoder import Encoder
+from emcl.model.model import EMCLRetrievalModel
+from emcl.training.data import epoch_plan, load_split
+from emcl.training.loop import step_loss, train
+from emcl.training.optim import build_optimizer, lr_multiplier
+from emcl.training.presets import PRESETS, TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_MODEL = ModelConfig(
@@ -29,7 +38,7 @@ TINY_MODEL = ModelConfig(
 )
 
 
-def tiny_config(world: Path, **changes) -> train_module.TrainConfig:
+def tiny_config(world: Path, **changes) -> TrainConfig:
     base = dataclasses.replace(
         PRESETS["demo"],
         model=TINY_MODEL,
@@ -42,12 +51,24 @@ def tiny_config(world: Path, **changes) -> train_module.TrainConfig:
     return dataclasses.replace(base, **changes)
 
 
+def symmetric_infonce(logits: torch.Tensor, scale: float) -> tuple[float, float, float]:
+    """The symmetric InfoNCE written out: (mean of both directions, text->video, video->text).
+
+    Row i is text i; its positive is video i. text->video normalises each row over the videos,
+    video->text each column over the texts."""
+    s = scale * logits.detach().double()
+    n = s.shape[0]
+    t2v = sum(math.log(sum(math.exp(s[i, j]) for j in range(n))) - s[i, i] for i in range(n)) / n
+    v2t = sum(math.log(sum(math.exp(s[i, j]) for i in range(n))) - s[j, j] for j in range(n)) / n
+    return float((t2v + v2t) / 2), float(t2v), float(v2t)
+
+
 def test_schedule_and_epoch_plan(tiny_world):
     assert lr_multiplier(0, 100, 0.1) == pytest.approx(0.1)
     assert lr_multiplier(9, 100, 0.1) == pytest.approx(1.0)
     assert lr_multiplier(99, 100, 0.1) < 0.001
     model = EMCLRetrievalModel(TINY_MODEL)
-    split = train_module.load_split(model, tiny_world, "train", None, progress=False)
+    split = load_split(model, tiny_world, "train", None, progress=False)
     cfg = tiny_config(tiny_world)
     plan = epoch_plan(split, 0, cfg)
     videos = split.caption_owner[plan.ravel()]
@@ -55,6 +76,38 @@ def test_schedule_and_epoch_plan(tiny_world):
     assert len(set(videos.tolist())) == videos.size  # each video at most once per epoch
     assert np.array_equal(plan, epoch_plan(split, 0, cfg))  # same on every rank
     assert not np.array_equal(plan, epoch_plan(split, 1, cfg))
+
+
+def test_step_loss_is_the_symmetric_infonce_of_the_logits_it_returns():
+    torch.manual_seed(0)
+    model = EMCLRetrievalModel(TINY_MODEL).train()
+    ids, pixels, mask = _global_batch(model)
+    loss, logits = step_loss(model, model, ids, pixels, mask)
+    both, t2v, v2t = symmetric_infonce(logits, model.logit_scale().item())
+    assert abs(t2v - v2t) > 1e-3  # the logits are not symmetric: a one-sided loss differs
+    assert loss.item() == pytest.approx(both, rel=1e-5)
+
+
+def test_optimizer_gives_clip_the_backbone_lr_and_the_temporal_module_the_new_lr():
+    model = EMCLRetrievalModel(TINY_MODEL)
+    cfg = TrainConfig(model=TINY_MODEL, data="unused", batch_size=4, epochs=1,
+                      lr_backbone=2e-5, lr_new=3e-3, weight_decay=0.05)  # fmt: skip
+    optimizer = build_optimizer(model, cfg)
+    group_of: dict[int, dict] = {}
+    for group in optimizer.param_groups:
+        for parameter in group["params"]:
+            assert id(parameter) not in group_of  # every parameter is in exactly one group
+            group_of[id(parameter)] = group
+    named = dict(model.named_parameters())
+    assert len(group_of) == len(named)
+    backbone = {n for n in named if n.startswith("clip.")}
+    temporal = {n for n in named if n.startswith("temporal.")}
+    assert backbone | temporal == set(named) and temporal and "clip.logit_scale" in backbone
+    for name, parameter in named.items():
+        group = group_of[id(parameter)]
+        lr = 2e-5 if name in backbone else 3e-3
+        assert (group["lr"], group["base_lr"]) == (lr, lr), name
+        assert group["weight_decay"] == (0.05 if parameter.ndim >= 2 else 0.0), name
 
 
 def test_two_step_run_writes_a_checkpoint_that_reloads_identically(tiny_world, tmp_path):
@@ -81,11 +134,53 @@ def test_two_step_run_writes_a_checkpoint_that_reloads_identically(tiny_world, t
     assert torch.equal(text_a["sentence"], text_b["sentence"])
 
 
+def test_best_checkpoint_is_the_step_with_the_best_val_r1_in_the_log_and_is_exported(
+    tiny_world, tmp_path, monkeypatch
+):
+    # Validation as usual, but its t2v R@1 scripted so that the best is neither the first nor
+    # the last validation; the weights seen at each validation are kept for the comparison.
+    real = loop.validate
+    script = iter([10.0, 40.0, 20.0])
+    weights_seen: list[dict[str, torch.Tensor]] = []
+
+    def scripted(model, split, device):
+        metrics = real(model, split, device)
+        metrics["t2v"]["R1"] = next(script)
+        weights_seen.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return metrics
+
+    monkeypatch.setattr(loop, "validate", scripted)
+    run, export = tmp_path / "run", tmp_path / "export"
+    cfg = tiny_config(tiny_world, max_steps=6)  # validations after steps 2, 4 and 6
+    _, summary = train(cfg, run, cache_dir=tmp_path / "cache", export=export, progress=False)
+
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    validations = [(r["step"], r["val"]["t2v"]["R1"]) for r in log if "val" in r]
+    assert validations == [(2, 10.0), (4, 40.0), (6, 20.0)]
+    best_index = max(range(len(validations)), key=lambda i: validations[i][1])
+    best_step = validations[best_index][0]
+    assert (summary["best_step"], summary["best_val_t2v_R1"]) == (best_step, 40.0)
+    last = load_file(run / "last" / "model.safetensors")
+    for folder in (run / "best", export):
+        info = json.loads((folder / "config.json").read_text())["info"]
+        assert info["step"] == best_step and info["val"]["t2v"]["R1"] == 40.0
+        saved = load_file(folder / "model.safetensors")
+        assert saved.keys() == weights_seen[best_index].keys()
+        for key, value in weights_seen[best_index].items():
+            assert torch.equal(saved[key], value), key
+        assert any(not torch.equal(saved[k], last[k]) for k in saved)  # not the last weights
+    for name in ("log.jsonl", "summary.json", "train_config.json"):
+        assert (export / name).read_bytes() == (run / name).read_bytes()
+    assert sorted(os.listdir(export)) == sorted(  # no temp files left behind
+        ["config.json", "model.safetensors", "log.jsonl", "summary.json", "train_config.json"]
+    )
+
+
 def test_resume_continues_exactly(tiny_world, tmp_path, monkeypatch):
     cfg = tiny_config(tiny_world, max_steps=4)
     straight, _ = train(cfg, tmp_path / "straight", cache_dir=tmp_path / "cache", progress=False)
 
-    real = train_module.make_batch
+    real = loop.make_batch
     calls = {"n": 0}
 
     def interrupt_after_two_steps(*args, **kwargs):
@@ -94,7 +189,7 @@ def test_resume_continues_exactly(tiny_world, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "make_batch", interrupt_after_two_steps)
+    monkeypatch.setattr(loop, "make_batch", interrupt_after_two_steps)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, tmp_path / "resumed", cache_dir=tmp_path / "cache", progress=False)
     monkeypatch.undo()
@@ -109,7 +204,7 @@ def test_resume_continues_exactly(tiny_world, tmp_path, monkeypatch):
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
     tiny_world, tmp_path, monkeypatch, capsys
 ):
-    real = train_module.contrastive_loss
+    real = loop.contrastive_loss
     calls = {"n": 0}
 
     def nan_on_third_step(logits, scale):
@@ -117,7 +212,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
         loss = real(logits, scale)
         return loss * float("nan") if calls["n"] == 3 else loss
 
-    monkeypatch.setattr(train_module, "contrastive_loss", nan_on_third_step)
+    monkeypatch.setattr(loop, "contrastive_loss", nan_on_third_step)
     out = tmp_path / "run"
     args = ["--preset", "demo", "--data", str(tiny_world), "--out", str(out), "--max-steps", "4",
             "--batch-size", "4", "--val-every", "2", "--cache", str(tmp_path / "cache"),
@@ -197,7 +292,7 @@ def test_ddp_two_gloo_processes_match_one_process_on_the_global_batch(tmp_path):
 @pytest.mark.slow
 def test_torchrun_two_cpu_processes_train(tiny_world, tmp_path):
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-               f"--master_port={_free_port()}", "-m", "emcl.train", "--preset", "demo",
+               f"--master_port={_free_port()}", "-m", "emcl", "train", "--preset", "demo",
                "--data", str(tiny_world), "--out", str(tmp_path / "run"), "--max-steps", "2",
                "--batch-size", "4", "--device", "cpu", "--cache", str(tmp_path / "cache"),
                "--quiet"]  # fmt: skip
@@ -220,3 +315,32 @@ def test_gpu_check_smoke_runs_on_cpu():
         report["train_step"]["em_rows"]
         == report["train_step"]["batch"] ** 2 + report["train_step"]["batch"]
     )
+
+
+# ---- the command line ----------------------------------------------------------------------
+def run_module(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+
+
+def test_python_m_emcl_without_or_with_an_unknown_command_lists_the_commands_and_exits_2():
+    for args in ((), ("fly",)):
+        done = run_module("emcl", *args)
+        assert done.returncode == 2, args
+        listed = [line.split()[0] for line in done.stderr.splitlines() if line.startswith("  ")]
+        assert listed == ["train", "evaluate", "world"], done.stderr
+    assert "unknown command 'fly'" in done.stderr
+
+
+def test_python_m_emcl_train_help_exits_0_with_the_train_options():
+    done = run_module("emcl", "train", "--help")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: python -m emcl train")
+    assert "--preset {demo,msrvtt}" in done.stdout and "--resume" in done.stdout
+
+
+def test_dispatcher_hands_the_rest_of_the_arguments_to_the_command(monkeypatch):
+    received = []
+    monkeypatch.setattr(train_cli, "main", lambda argv: received.append(argv) or 7)
+    assert dispatcher.main(["train", "--preset", "demo", "--quiet"]) == 7
+    assert received == [["--preset", "demo", "--quiet"]]

@@ -1,4 +1,4 @@
-"""Guarded decoding: samplers, backends, and every bad input of RELIABILITY.md §1 (V1-V11).
+"""Guarded decoding: samplers, backends, and every bad input of docs/reliability.md §1.
 
 Each bad file is generated here. For each: the right ``VideoDecodeError.reason`` within the
 timeout, and a good file decodes right after on the same pool.
@@ -19,24 +19,15 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from conftest import clip_frames, frame_number
+from helpers import clip_frames, frame_number
 from hypothesis import given
 from hypothesis import strategies as st
 
-from emcl.video import (
-    DecoderPool,
-    Limits,
-    ProbeInfo,
-    VideoDecodeError,
-    check_probe,
-    fps_indices,
-    load_frames,
-    output_size,
-    sniff,
-    thumbnail,
-    uniform_indices,
-    write_video,
-)
+from emcl.video.decoder import DecoderPool, load_frames, thumbnail
+from emcl.video.errors import VideoDecodeError
+from emcl.video.probe import Limits, ProbeInfo, check_probe, sniff
+from emcl.video.sampling import fps_indices, output_size, uniform_indices
+from emcl.video.writing import write_video
 
 # ------------------------------------------------------------------ decoders injected into the
 # child by the tests (backend="test_video:<name>"): the child imports this module by name.
@@ -93,7 +84,7 @@ def assert_fails(pool, path, reason, good, timeout=20.0, **kw) -> VideoDecodeErr
 
 def test_uniform_indices_examples():
     assert uniform_indices(36, 12) == [1, 4, 7, 10, 13, 16, 19, 22, 25, 28, 31, 34]
-    assert uniform_indices(1, 12) == [0] * 12  # V6: one frame repeated
+    assert uniform_indices(1, 12) == [0] * 12  # one frame repeated
     assert uniform_indices(5, 12) == [0, 0, 1, 1, 1, 2, 2, 3, 3, 3, 4, 4]
     with pytest.raises(ValueError):
         uniform_indices(0, 12)
@@ -162,22 +153,22 @@ def test_imap_keeps_order_and_yields_errors(tmp_path, make_clip):
     assert out[1].reason == "empty" and out[3].reason == "missing"
 
 
-# ------------------------------------------------------------------ V1-V9 bad files
+# ------------------------------------------------------------------ bad files
 
 
-def test_v1_zero_bytes(pool, tmp_path, good):
+def test_zero_byte_file_is_empty(pool, tmp_path, good):
     p = tmp_path / "x.mp4"
     p.write_bytes(b"")
     assert_fails(pool, p, "empty", good)
 
 
-def test_v2_text_saved_as_mp4(pool, tmp_path, good):
+def test_text_saved_as_mp4_is_not_a_video(pool, tmp_path, good):
     p = tmp_path / "x.mp4"
     p.write_text("this is not a video\n" * 200)
     assert_fails(pool, p, "not_a_video", good)
 
 
-def test_v3_bytes_flipped_in_the_middle(pool, tmp_path, good):
+def test_bytes_flipped_in_the_middle_fail_cleanly_or_are_repaired(pool, tmp_path, good):
     rng = np.random.default_rng(0)
     base = rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)
     src = tmp_path / "textured.mp4"
@@ -199,7 +190,7 @@ def test_v3_bytes_flipped_in_the_middle(pool, tmp_path, good):
 
 
 @pytest.mark.parametrize("faststart", [False, True])
-def test_v4_first_half_of_a_file(pool, tmp_path, make_clip, good, faststart):
+def test_first_half_of_a_file_is_truncated(pool, tmp_path, make_clip, good, faststart):
     src = make_clip("full.mp4", n=30, faststart=faststart)
     data = src.read_bytes()
     half = tmp_path / "half.mp4"
@@ -207,7 +198,7 @@ def test_v4_first_half_of_a_file(pool, tmp_path, make_clip, good, faststart):
     assert_fails(pool, half, "truncated", good)
 
 
-def test_v5_audio_only(pool, tmp_path, good):
+def test_audio_only_file_has_no_video_stream(pool, tmp_path, good):
     m4a = tmp_path / "a.m4a"
     with av.open(str(m4a), "w", format="mp4") as c:
         s = c.add_stream("aac", rate=16000)
@@ -228,14 +219,14 @@ def test_v5_audio_only(pool, tmp_path, good):
 
 @pytest.mark.parametrize("n", [1, 5])
 @pytest.mark.parametrize("backend", ["decord", "pyav"])
-def test_v6_short_clips_are_padded(pool, make_clip, n, backend):
+def test_short_clips_are_padded(pool, make_clip, n, backend):
     d = pool.decode(make_clip("short.mp4", n=n), 12, size=32, backend=backend)
     assert d.frames.shape == (12, 32, 43, 3)
     assert [frame_number(f) for f in d.frames] == uniform_indices(n, 12)
 
 
 @pytest.mark.parametrize("backend", ["decord", "pyav"])
-def test_v7_vfr_matches_pyav_at_the_same_times(pool, tmp_path, backend):
+def test_vfr_matches_pyav_at_the_same_times(pool, tmp_path, backend):
     gaps = [0.25 if i % 3 == 0 else 0.03 for i in range(39)]
     times = np.concatenate([[0.0], np.cumsum(gaps)]).tolist()
     path = tmp_path / "vfr.mp4"
@@ -255,7 +246,7 @@ def test_v7_vfr_matches_pyav_at_the_same_times(pool, tmp_path, backend):
 
 
 @pytest.mark.skipif(shutil.which("ffprobe") is None, reason="needs the system ffprobe")
-def test_v8_declared_10h_duration_rejected_before_decoding(pool, make_clip, tmp_path, good):
+def test_declared_10h_duration_rejected_before_decoding(pool, make_clip, tmp_path, good):
     data = bytearray(make_clip("src.mp4", n=30).read_bytes())
     i = data.index(b"mvhd")  # version 0: flags, ctime, mtime, timescale, duration
     (timescale,) = struct.unpack(">I", data[i + 16 : i + 20])
@@ -266,7 +257,7 @@ def test_v8_declared_10h_duration_rejected_before_decoding(pool, make_clip, tmp_
     assert "36000" in err.message
 
 
-def test_v8_probe_limits():
+def test_probe_limits():
     ok = ProbeInfo("mov,mp4,m4a,3gp,3g2,mj2", 640, 480, 10.0, 300, "h264", 30.0)
     check_probe(ok)
     huge = ProbeInfo(ok.format_name, 16384, 16384, 10.0, 300, "h264", 30.0)
@@ -284,7 +275,7 @@ def test_v8_probe_limits():
 
 
 @pytest.mark.parametrize("ext", [".mp4", ".avi"])
-def test_v9_playlist_is_rejected_without_connecting(pool, tmp_path, good, ext):
+def test_playlist_is_rejected_without_connecting(pool, tmp_path, good, ext):
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(5)
@@ -330,7 +321,7 @@ def test_missing_file(pool, tmp_path, good):
     assert_fails(pool, tmp_path / "nope.mp4", "missing", good)
 
 
-# ------------------------------------------------------------------ V10, V11: the child
+# ------------------------------------------------------------------ the child process
 
 
 def _gone(pid: int) -> bool:
@@ -346,7 +337,7 @@ def _gone(pid: int) -> bool:
     [("hang_decoder", "timeout"), ("segfault_decoder", "crashed"), ("abort_decoder", "crashed"),
      ("hog_decoder", "too_large")],
 )  # fmt: skip
-def test_v10_bad_decoder_child(good, hook, reason):
+def test_crashing_hanging_or_hogging_child_is_contained(good, hook, reason):
     with DecoderPool(workers=1, limits=Limits(memory_bytes=2**30)) as p:
         assert_good_decodes(p, good)
         (before,) = p.child_pids()
@@ -358,7 +349,7 @@ def test_v10_bad_decoder_child(good, hook, reason):
             assert "SIGSEGV" in err.message
 
 
-def test_v11_child_memory_is_flat(good):
+def test_child_memory_is_flat(good):
     def rss(pid: int) -> int:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):

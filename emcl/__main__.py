@@ -1,0 +1,48 @@
+"""``python -m emcl <command> [options]``: the project's commands in one entry point.
+
+    python -m emcl train --preset demo --out runs/demo-emcl --export checkpoints/demo-emcl
+    python -m emcl evaluate --preset demo --json runs/eval-demo.json
+    python -m emcl world --help
+    torchrun --nproc_per_node=2 -m emcl train --preset msrvtt --data /data/msrvtt
+
+Each command is ``emcl/cli/<command>.py``'s ``main(argv)``, imported only when it runs (so one
+command's dependencies never slow down or break another).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "train": "train a model (emcl/cli/train.py)",
+    "evaluate": "evaluate base vs EMCL retrieval (emcl/cli/evaluate.py)",
+    "world": "build the synthetic demo world (emcl/cli/world.py)",
+}
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [f"  {name:<{width}}  {text}" for name, text in COMMANDS.items()]
+    return "\n".join(
+        ["usage: python -m emcl <command> [options]", "", "commands:", *lines, "",
+         "python -m emcl <command> --help shows a command's options."]
+    )  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``argv[0]``'s command with the rest; no or an unknown command: the list, exit 2."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0
+    if not argv or argv[0] not in COMMANDS:
+        problem = f"unknown command {argv[0]!r}" if argv else "no command given"
+        print(f"{usage()}\n\nerror: {problem}", file=sys.stderr)
+        return 2
+    command = importlib.import_module(f"emcl.cli.{argv[0]}")
+    return int(command.main(argv[1:]) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

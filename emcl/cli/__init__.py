@@ -1,0 +1,1 @@
+"""Command-line entry points, run through ``python -m emcl <command>`` (emcl/__main__.py)."""

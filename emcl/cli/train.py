@@ -1,0 +1,82 @@
+"""Train an EMCL retrieval model (jointly with EMCL, or the base model with ``--no-emcl``).
+
+    python -m emcl train --preset demo --out runs/demo-emcl --export checkpoints/demo-emcl
+    python -m emcl train --preset demo --no-emcl --out runs/demo-base --export checkpoints/demo-base
+    torchrun --nproc_per_node=2 -m emcl train --preset msrvtt --data /data/msrvtt \\
+        --pretrained /weights/vit-b-32-openai.safetensors
+
+The preset ``demo`` trains on the app's demo world (built on first use, under the cache root:
+``$EMCL_CACHE_DIR`` or ``<repo>/.cache``). The loop is emcl/training/loop.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from typing import Any
+
+from emcl.training.loop import NonFiniteLoss, train
+from emcl.training.presets import PRESETS, TrainConfig
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The preset with the command line's overrides applied."""
+    cfg = PRESETS[args.preset]
+    model = cfg.model
+    if args.no_emcl:
+        model = dataclasses.replace(model, emcl=None)
+    if args.backbone is not None:
+        model = dataclasses.replace(model, backbone=args.backbone)
+    if args.pretrained is not None:
+        model = dataclasses.replace(model, pretrained=args.pretrained or None)
+    overrides: dict[str, Any] = {"model": model, "seed": args.seed, "preset": args.preset}
+    for name in ("data", "batch_size", "epochs", "max_steps", "val_every", "lr_new",
+                 "lr_backbone"):  # fmt: skip
+        value = getattr(args, name)
+        if value is not None:
+            overrides[name] = value
+    return dataclasses.replace(cfg, **overrides)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m emcl train", description=__doc__.split("\n")[0])
+    p.add_argument("--preset", choices=sorted(PRESETS), required=True)
+    p.add_argument("--data", help="dataset folder (MSR-VTT layout; default: the preset's)")
+    p.add_argument("--out", help="run folder (default: runs/<preset>-<emcl|base>-s<seed>)")
+    p.add_argument("--export", help="copy the selected checkpoint here when done")
+    p.add_argument("--max-steps", type=int)
+    p.add_argument("--no-emcl", action="store_true", help="train the base model")
+    p.add_argument("--resume", action="store_true", help="continue from <out>/last")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--backbone", help="open_clip model name (overrides the preset)")
+    p.add_argument("--pretrained", help="open_clip tag or local .safetensors ('' = none)")
+    p.add_argument("--batch-size", type=int, help="global batch size")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--val-every", type=int, help="steps between validations")
+    p.add_argument("--lr-new", type=float)
+    p.add_argument("--lr-backbone", type=float)
+    p.add_argument("--cache", help="frame cache folder (default: <cache root>/frames)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    cfg = config_from_args(args)
+    out = args.out or f"runs/{args.preset}-{'base' if args.no_emcl else 'emcl'}-s{args.seed}"
+    try:
+        _, summary = train(cfg, out, resume=args.resume, device=args.device, cache_dir=args.cache,
+                           export=args.export, progress=not args.quiet)  # fmt: skip
+    except NonFiniteLoss as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(summary, indent=2))
+    return 0
+
+
+__all__ = ["config_from_args", "main", "parser"]

@@ -1,0 +1,1 @@
+"""Evaluation of base vs EMCL retrieval: the protocol and its reports (python -m emcl evaluate)."""

@@ -1,0 +1,134 @@
+"""Start-up: the data, the models and both galleries, built or loaded from the cache."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from emcl import paths
+from emcl.data.datasets import VideoRecord, read_dataset, read_folder
+from emcl.data.demo_world import ensure_world
+from emcl.data.gallery import build_gallery
+from emcl.data.ground_truth import GroundTruth
+from emcl.explorer.service import Explorer
+from emcl.explorer.uploads import uploads_captions
+from emcl.model.checkpoint import load_checkpoint
+from emcl.model.config import ModelConfig
+from emcl.model.encoder import Encoder
+from emcl.model.model import EMCLRetrievalModel
+
+
+@dataclass
+class Setup:
+    """Where everything comes from (the app's command-line flags)."""
+
+    data: Path | None = None  # None: the demo world under cache_dir
+    split: str = "test"
+    base_checkpoint: Path | None = None
+    checkpoint: Path | None = None  # the jointly trained EMCL checkpoint (optional)
+    model: str | None = None  # open_clip backbone for a base model without a checkpoint
+    pretrained: str | None = None
+    cache_dir: Path = field(default_factory=paths.cache_root)
+    device: str = "auto"
+    world_size: tuple[int, int, int] = paths.DEMO_WORLD_SIZE  # demo world: train, test, seed
+    log: Callable[[str], None] = field(default=print)
+
+    @property
+    def world_dir(self) -> Path:
+        return paths.demo_world_dir(self.cache_dir)
+
+    @property
+    def data_root(self) -> Path:
+        return self.data if self.data is not None else self.world_dir
+
+    @property
+    def features_dir(self) -> Path:
+        return paths.features_dir(self.cache_dir)
+
+    @property
+    def uploads_dir(self) -> Path:
+        return paths.uploads_dir(self.cache_dir)
+
+    @property
+    def maps_dir(self) -> Path:
+        return paths.maps_dir(self.cache_dir)
+
+    def video_dirs(self, records: Sequence[VideoRecord]) -> list[Path]:
+        """The folders the browser may fetch videos from: those holding gallery videos."""
+        dirs = {Path(r.path).resolve().parent for r in records}
+        dirs.add(self.uploads_dir.resolve())
+        return sorted(dirs)
+
+
+def _encoder(setup: Setup, checkpoint: Path | None, emcl: bool) -> Encoder | None:
+    if checkpoint is not None:
+        if not Path(checkpoint).exists():
+            what = "EMCL" if emcl else "base"
+            raise FileNotFoundError(
+                f"no {what} checkpoint at {checkpoint}: train the demo models with "
+                "`python -m emcl train --preset demo`, or pass --checkpoint / --base-checkpoint "
+                "(or --model/--pretrained)"
+            )
+        return Encoder(load_checkpoint(checkpoint), setup.device)
+    if emcl or setup.model is None:
+        return None
+    config = ModelConfig(
+        backbone=setup.model, pretrained=setup.pretrained, temporal="meanP", emcl=None
+    )
+    return Encoder(EMCLRetrievalModel(config).eval(), setup.device)
+
+
+def _records(setup: Setup) -> list[VideoRecord]:
+    """The split's videos plus earlier uploads (still on disk)."""
+    records = read_dataset(setup.data_root, setup.split)
+    uploads = setup.uploads_dir
+    if uploads.is_dir() and any(uploads.iterdir()):
+        captions = uploads_captions(uploads)
+        uploaded = read_folder(uploads, captions if captions.is_file() else None)
+        records += [replace(r, split="upload") for r in uploaded if r.path.is_file()]
+    return records
+
+
+def load_explorer(setup: Setup) -> Explorer:
+    """Build (or load from cache) the data, the models and both galleries; log progress."""
+    log = setup.log
+    start = time.perf_counter()
+    if setup.data is None:
+        n_train, n_test, seed = setup.world_size
+        log(f"demo world ({n_train} + {n_test} clips) in {setup.world_dir}")
+        ensure_world(setup.world_dir, n_train, n_test, seed, progress=True)
+    records = _records(setup)
+    log(f"{len(records)} videos in {setup.data_root} (split {setup.split})")
+    base = _encoder(setup, setup.base_checkpoint, emcl=False)
+    if base is None:
+        raise ValueError("need a base model: --base-checkpoint or --model [--pretrained]")
+    emcl = _encoder(setup, setup.checkpoint, emcl=True)
+    galleries = []
+    for name, encoder in (("base", base), ("EMCL", emcl)):
+        if encoder is None:
+            galleries.append(None)
+            continue
+        log(f"indexing the gallery with the {name} model (cached after the first run) …")
+        galleries.append(
+            build_gallery(records, encoder, setup.features_dir, num_frames=encoder.num_frames)
+        )
+    explorer = Explorer(
+        base,
+        galleries[0],
+        emcl,
+        galleries[1],
+        ground_truth=GroundTruth.load(setup.data_root),
+        uploads_dir=setup.uploads_dir,
+        map_cache_dir=setup.maps_dir,
+    )
+    snap = explorer.snapshot
+    log(
+        f"ready in {time.perf_counter() - start:.1f} s: {len(snap.records)} videos, "
+        f"{len(snap.captions)} captions, {len(snap.skipped)} skipped"
+    )
+    return explorer
+
+
+__all__ = ["Setup", "load_explorer"]

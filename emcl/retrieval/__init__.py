@@ -1,0 +1,1 @@
+"""Ranking, block similarity matrices and retrieval metrics over cached embeddings."""

@@ -1,0 +1,226 @@
+"""One query against a gallery index: the base (cosine) ranking and the EMCL ranking.
+
+EM context — which rows share one EM run (docs/design.md, "EM contexts"):
+- ``shortlist``: the query plus its top-M base candidates (the search default; cheap at any
+  gallery size; items outside the shortlist keep their base order below it);
+- ``gallery``: the query plus every valid gallery video in one run;
+- ``block``: the reference's evaluation protocol, the query against blocks of ``block_videos``
+  videos, one EM run per block, all blocks batched.
+Scores depend on the context; the result says which one was used.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from emcl.core.em import EMParams
+from emcl.core.logits import text_conditioned_pool
+from emcl.retrieval.blocks import DEFAULT_BLOCK, PROTOCOLS, Protocol
+from emcl.retrieval.index import GalleryIndex, valid_rows
+
+Context = Literal["shortlist", "gallery", "block"]
+CONTEXTS = ("shortlist", "gallery", "block")
+DEFAULT_SHORTLIST = 64
+SEARCH_BLOCK = DEFAULT_BLOCK["inference"][1]  # videos per EM run in the ``block`` context
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One ranked video in one column (the only hit type: search, the app and the API)."""
+
+    video_id: str
+    index: int  # position in the original gallery
+    score: float
+    rank: int  # 1-based, in this column
+    other_rank: int  # 1-based rank of the same video in the other column
+    rank_change: int | None  # base rank - EMCL rank (positive: moved up); None in the base column
+    is_target: bool = False  # the ground truth of a known caption
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "video_id": self.video_id,
+            "score": self.score,
+            "rank": self.rank,
+            "other_rank": self.other_rank,
+            "rank_change": self.rank_change,
+            "is_target": self.is_target,
+        }
+
+
+@dataclass(frozen=True)
+class Ranking:
+    base: list[Hit]
+    emcl: list[Hit]
+    effective_k: int
+    context: str
+    em_rows: int  # rows in one EM run
+    base_rank: dict[int, int]  # original index -> 1-based base rank (every ranked video)
+    emcl_rank: dict[int, int]
+    ms: float
+    notices: list[str] = field(default_factory=list)
+
+
+def _base_scores(query: Tensor, index: GalleryIndex, query_frames_text: bool) -> Tensor:  # [M]
+    if query_frames_text and index.frames is not None:
+        pooled = text_conditioned_pool(query[None], index.frames, index.frame_mask)[0]  # [M, D]
+        return F.normalize(pooled, dim=-1) @ query
+    return (index.embeddings @ query.to(index.embeddings.dtype)).float()
+
+
+def _emcl_scores(
+    query: Tensor,  # [D] unit norm
+    index: GalleryIndex,
+    candidates: Tensor,  # [C] positions in the index
+    params: EMParams,
+    prior: Tensor | None,
+    context: str,
+    block_videos: int,
+    protocol: str,
+) -> tuple[Tensor, int, int]:
+    """EMCL scores of ``candidates`` ``[C]``, the smallest effective K and rows per EM run."""
+    if context != "block":
+        parts = [candidates[None]]  # one EM run over all candidates
+    else:
+        # Full blocks run batched; a short last block runs on its own (padding it would
+        # change its EM).
+        full = len(candidates) - len(candidates) % block_videos
+        parts = [candidates[:full].reshape(-1, block_videos)] if full else []
+        if full < len(candidates):
+            parts.append(candidates[full:][None])
+    runs = [_run_blocks(query, index, part, params, prior, protocol) for part in parts]
+    scores = torch.cat([block_scores.flatten() for block_scores, _, _ in runs])
+    return scores, min(k for _, k, _ in runs), max(rows for _, _, rows in runs)
+
+
+def _run_blocks(
+    query: Tensor,
+    index: GalleryIndex,
+    blocks: Tensor,
+    params: EMParams,
+    prior: Tensor | None,
+    protocol: str,
+) -> tuple[Tensor, int, int]:
+    """One batched EM call over ``blocks`` ``[B, C]`` (index positions): scores ``[B, C]``."""
+    n_blocks = blocks.shape[0]
+    text = query[None, None].expand(n_blocks, 1, -1)  # [B, 1, D]
+    if protocol == "emclnet" and index.frames is not None:
+        frames = index.frames[blocks]  # [B, C, T, D]
+        mask = index.frame_mask[blocks] if index.frame_mask is not None else None
+        pooled = text_conditioned_pool(text, frames, mask)  # [B, 1, C, D]
+        stacked = torch.cat([pooled[:, 0], text], dim=1)  # [B, C+1, D]
+        result = params.run(stacked, prior if params.init == "prior" else None)
+        out = F.normalize(result.embeddings, dim=-1)
+        scores = out[:, :-1] @ out[:, -1:].mT  # [B, C, 1]
+    else:
+        videos = index.embeddings[blocks].float()  # [B, C, D]
+        stacked = torch.cat([videos, text], dim=1)  # [B, C+1, D]
+        result = params.run(stacked, prior if params.init == "prior" else None)
+        out = result.embeddings
+        scores = out[:, :-1] @ out[:, -1:].mT  # [B, C, 1]
+    return scores[..., 0], int(result.effective_k.min()), stacked.shape[1]
+
+
+def rank_query(
+    query: Tensor,
+    index: GalleryIndex,
+    params: EMParams,
+    *,
+    prior: Tensor | None = None,
+    context: Context = "shortlist",
+    shortlist_size: int = DEFAULT_SHORTLIST,
+    block_videos: int = 64,
+    top_k: int = 10,
+    protocol: Protocol = "inference",
+) -> Ranking:
+    """Base (cosine) and EMCL rankings of ``index`` for one ``query`` embedding ``[D]``.
+
+    ``protocol="emclnet"`` uses text-conditioned frame pooling when the index has frames.
+    ``top_k`` larger than the gallery is clamped. Raises ``ValueError`` for an empty gallery or
+    an invalid query.
+    """
+    start = time.perf_counter()
+    if context not in CONTEXTS:
+        raise ValueError(f"context must be one of {CONTEXTS}, got {context!r}")
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    if not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+    if not isinstance(shortlist_size, int) or shortlist_size < 1:
+        raise ValueError(f"shortlist_size must be a positive integer, got {shortlist_size!r}")
+    if len(index) == 0:
+        raise ValueError("the gallery has no rankable videos")
+    if query.dim() != 1 or not bool(valid_rows(query[None])[0]):
+        raise ValueError("the query embedding must be a finite, non-zero [D] vector")
+    notices: list[str] = []
+    query = F.normalize(query.float(), dim=-1)
+    use_frames = protocol == "emclnet" and index.frames is not None
+
+    base = _base_scores(query, index, use_frames)  # [M]
+    base_order = torch.argsort(base, descending=True, stable=True)  # [M]
+    if context == "shortlist":
+        candidates = base_order[: min(shortlist_size, len(index))]
+    else:
+        candidates = base_order
+    emcl_scores, k_eff, em_rows = _emcl_scores(
+        query, index, candidates, params, prior, context, block_videos, protocol
+    )
+    within = torch.argsort(emcl_scores, descending=True, stable=True)
+    emcl_order = torch.cat([candidates[within], base_order[len(candidates) :]])
+    emcl_value = torch.full_like(base, math.nan)
+    emcl_value[candidates] = emcl_scores
+    if len(candidates) < len(index):
+        notices.append(
+            f"EMCL re-ranks the top {len(candidates)} base candidates; the rest keep base order"
+        )
+
+    rows = index.rows.tolist()
+    base_rank = {rows[i]: r + 1 for r, i in enumerate(base_order.tolist())}
+    emcl_rank = {rows[i]: r + 1 for r, i in enumerate(emcl_order.tolist())}
+    k = min(top_k, len(index))
+
+    def hits(order: Tensor, values: Tensor, mine: dict, other: dict, is_emcl: bool) -> list[Hit]:
+        out = []
+        for i in order[:k].tolist():
+            original = rows[i]
+            value = float(values[i]) if math.isfinite(float(values[i])) else float(base[i])
+            out.append(
+                Hit(
+                    video_id=index.video_ids[original],
+                    index=original,
+                    score=value,
+                    rank=mine[original],
+                    other_rank=other[original],
+                    rank_change=(other[original] - mine[original]) if is_emcl else None,
+                )
+            )
+        return out
+
+    return Ranking(
+        base=hits(base_order, base, base_rank, emcl_rank, False),
+        emcl=hits(emcl_order, emcl_value, emcl_rank, base_rank, True),
+        effective_k=k_eff,
+        context=context,
+        em_rows=em_rows,
+        base_rank=base_rank,
+        emcl_rank=emcl_rank,
+        ms=(time.perf_counter() - start) * 1000.0,
+        notices=notices,
+    )
+
+
+__all__ = [
+    "CONTEXTS",
+    "DEFAULT_SHORTLIST",
+    "SEARCH_BLOCK",
+    "Context",
+    "Hit",
+    "Ranking",
+    "rank_query",
+]

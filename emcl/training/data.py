@@ -1,0 +1,116 @@
+"""Training data: frames decoded once (a uint8 cache), captions tokenised once, epoch plans."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from emcl.data.datasets import read_dataset
+from emcl.data.demo_world import ensure_world
+from emcl.data.frame_cache import cache_frames
+from emcl.model.model import EMCLRetrievalModel
+from emcl.paths import DEMO_WORLD_SIZE, demo_world_dir
+from emcl.training.presets import TrainConfig
+
+
+def ensure_demo_world(data: str | os.PathLike, progress: bool = True) -> None:
+    """Build the default demo world (as the app does) if ``data`` is its folder and incomplete.
+
+    Any other folder is the user's dataset and is only read.
+    """
+    world = demo_world_dir()
+    if Path(data).resolve() == world.resolve():
+        ensure_world(world, *DEMO_WORLD_SIZE, progress=progress)
+
+
+@dataclass
+class Split:
+    video_ids: list[str]
+    frames: np.ndarray  # [N, T, S, S, 3] uint8
+    token_ids: Tensor  # [C, L] every caption, tokenised
+    caption_owner: np.ndarray  # [C] video row of each caption
+    first_caption: np.ndarray  # [N] row in token_ids of each video's first caption
+    failures: dict[str, str] = field(default_factory=dict)
+    decode_seconds: float = 0.0
+
+
+def load_split(
+    model: EMCLRetrievalModel,
+    root: str | os.PathLike,
+    split: str,
+    cache_dir: str | os.PathLike | None,
+    limit: int | None = None,
+    progress: bool = True,
+) -> Split:
+    """The clips of ``split`` (at most ``limit``) at the model's frame count and resolution;
+    ``cache_dir=None`` is the frame cache under the cache root (emcl.paths)."""
+    records = read_dataset(root, split)[:limit]
+    if not records:
+        raise ValueError(f"no '{split}' clips under {root}")
+    cached = cache_frames(
+        [r.video_id for r in records],
+        [r.path for r in records],
+        num_frames=model.config.num_frames,
+        size=model.image_size,
+        cache_dir=cache_dir,
+        progress=progress,
+    )
+    captions = {r.video_id: r.captions for r in records}
+    texts: list[str] = []
+    owner: list[int] = []
+    first: list[int] = []
+    for row, video_id in enumerate(cached.video_ids):
+        first.append(len(texts))
+        texts += captions[video_id]
+        owner += [row] * len(captions[video_id])
+    return Split(
+        video_ids=cached.video_ids,
+        frames=cached.frames,
+        token_ids=model.tokenize(texts),
+        caption_owner=np.asarray(owner),
+        first_caption=np.asarray(first),
+        failures=cached.failures,
+        decode_seconds=cached.seconds,
+    )
+
+
+def epoch_plan(split: Split, epoch: int, cfg: TrainConfig) -> np.ndarray:
+    """Caption rows ``[steps, batch]`` for one epoch, the same on every rank (seed + epoch).
+
+    ``pairs="video"``: every video once with a random caption; ``"all"``: every caption once.
+    The last incomplete batch is dropped so the global batch never changes size.
+    """
+    rng = np.random.default_rng([cfg.seed, epoch])
+    if cfg.pairs == "video":
+        n_videos = len(split.video_ids)
+        counts = np.bincount(split.caption_owner, minlength=n_videos)
+        pick = (rng.random(n_videos) * counts).astype(int)
+        rows = split.first_caption + pick
+        rows = rows[rng.permutation(n_videos)]
+    elif cfg.pairs == "all":
+        rows = rng.permutation(len(split.caption_owner))
+    else:
+        raise ValueError(f"pairs must be 'video' or 'all', got {cfg.pairs!r}")
+    steps = len(rows) // cfg.batch_size
+    if steps == 0:
+        raise ValueError(f"batch {cfg.batch_size} is larger than the {len(rows)} training pairs")
+    return rows[: steps * cfg.batch_size].reshape(steps, cfg.batch_size)
+
+
+def make_batch(
+    model: EMCLRetrievalModel, split: Split, caption_rows: np.ndarray, device: torch.device
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Token ids ``[B, L]``, pixels ``[B, T, 3, S, S]`` and frame mask ``[B, T]``."""
+    videos = split.caption_owner[caption_rows]
+    pixels = model.frames_to_pixels(torch.from_numpy(np.ascontiguousarray(split.frames[videos])))
+    mask = torch.ones(pixels.shape[:2], dtype=torch.bool)
+    ids = split.token_ids[torch.from_numpy(caption_rows)]
+    return ids.to(device), pixels.to(device), mask.to(device)
+
+
+__all__ = ["Split", "ensure_demo_world", "epoch_plan", "load_split", "make_batch"]

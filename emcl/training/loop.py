@@ -1,0 +1,363 @@
+"""The training loop: the loss of one step, validation, resumable train state, the loop, export.
+
+Read top to bottom. Every rank encodes its slice of the global batch and the loss sees the
+gathered global batch (emcl/training/distributed.py, docs/method.md §2.1). Model selection uses
+the ``val`` split's text-to-video R@1 (the reference selects on the MSR-VTT 1k-A *test* split,
+docs/method.md §2.3): ``<out>/best`` is the checkpoint of the best validation so far,
+``<out>/last`` the latest one with the optimiser state for ``--resume``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor
+from tqdm import tqdm
+
+from emcl.fileio import atomic_output, atomic_write_json
+from emcl.model.checkpoint import (
+    CONFIG,
+    WEIGHTS,
+    check_state,
+    load_tensors,
+    save_checkpoint,
+    save_tensors,
+)
+from emcl.model.loss import contrastive_loss
+from emcl.model.model import EMCLRetrievalModel
+from emcl.retrieval.blocks import similarity_matrix
+from emcl.retrieval.metrics import retrieval_metrics
+from emcl.training.data import Split, ensure_demo_world, epoch_plan, load_split, make_batch
+from emcl.training.distributed import Dist, gather, gather_mask, rank_slice, setup_distributed
+from emcl.training.optim import build_optimizer, lr_multiplier
+from emcl.training.presets import TrainConfig
+
+RUN_FILES = ("log.jsonl", "summary.json", "train_config.json")  # exported beside the weights
+
+
+# --------------------------------------------------------------------------------------------
+# The loss of one step (shared by the loop, the DDP test and bench/gpu_check.py)
+# --------------------------------------------------------------------------------------------
+def step_loss(
+    wrapped: torch.nn.Module,
+    model: EMCLRetrievalModel,
+    ids: Tensor,
+    pixels: Tensor,
+    mask: Tensor,
+    world: int = 1,
+    amp_dtype: torch.dtype | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Symmetric InfoNCE over the *global* batch; returns (loss, logits ``[B, B]``).
+
+    ``wrapped`` is the model or its DDP wrapper (whose forward gives local features, under
+    autocast when ``amp_dtype`` is set); ``model.logits`` then runs text-conditioned pooling and
+    the EMCL layer on the gathered batch in fp32.
+    """
+    with torch.autocast(pixels.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        text, frames, scale = wrapped(ids, pixels, mask)  # [b, D], [b, T, D], []
+    text, frames, mask = gather(text, world), gather(frames, world), gather_mask(mask, world)
+    logits = model.logits(text.float(), frames.float(), mask)  # [B, B]
+    return contrastive_loss(logits, scale), logits
+
+
+# --------------------------------------------------------------------------------------------
+# Validation (the evaluation protocol: EMCL-Net blocks of 32 x 32, first caption per video)
+# --------------------------------------------------------------------------------------------
+@torch.no_grad()
+def encode_split(
+    model: EMCLRetrievalModel, split: Split, device: torch.device, batch: int = 32
+) -> tuple[Tensor, Tensor]:
+    """Sentence features of each video's first caption ``[N, D]`` and frames ``[N, T, D]``."""
+    texts, frames = [], []
+    for start in range(0, len(split.video_ids), batch):
+        rows = np.arange(start, min(start + batch, len(split.video_ids)))
+        ids, pixels, mask = make_batch(model, split, split.first_caption[rows], device)
+        texts.append(model.encode_text(ids).sentence.float().cpu())
+        frames.append(model.encode_video(pixels, mask).float().cpu())
+    return torch.cat(texts), torch.cat(frames)
+
+
+def validate(model: EMCLRetrievalModel, split: Split, device: torch.device) -> dict:
+    """t2v / v2t metrics on ``split`` with the model's own similarity (EMCL with its prior)."""
+    was_training = model.training
+    model.eval()
+    try:
+        text, frames = encode_split(model, split, device)
+        params = model.config.emcl.params() if model.emcl is not None else None
+        prior = model.emcl.prior.detach().cpu() if model.emcl is not None else None
+        sim = similarity_matrix(
+            text,
+            frames=frames,
+            params=params,
+            prior=prior,
+            protocol="emclnet",
+            frame_temp=model.config.frame_temp,
+        )
+        return retrieval_metrics(sim)
+    finally:
+        model.train(was_training)
+
+
+# --------------------------------------------------------------------------------------------
+# Train state (model + optimiser state for resuming; safetensors + JSON only)
+# --------------------------------------------------------------------------------------------
+def save_train_state(
+    directory: Path,
+    model: EMCLRetrievalModel,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    progress: dict,
+) -> None:
+    """The model checkpoint plus the optimiser, scaler and loop progress, each file atomic."""
+    state = optimizer.state_dict()
+    tensors: dict[str, Tensor] = {}
+    scalars: dict[str, Any] = {}
+    for index, entry in state["state"].items():
+        for key, value in entry.items():
+            if torch.is_tensor(value):
+                tensors[f"state.{index}.{key}"] = value
+            else:
+                scalars[f"{index}.{key}"] = value
+    meta = {
+        "param_groups": state["param_groups"],
+        "state_scalars": scalars,
+        "scaler": scaler.state_dict(),
+        "progress": progress,
+    }
+    save_checkpoint(model, directory, extra={"progress": progress})
+    save_tensors(directory / "optimizer.safetensors", directory / "optimizer.json", tensors, meta)
+
+
+def load_train_state(
+    directory: Path,
+    model: EMCLRetrievalModel,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+) -> dict:
+    """Restore what :func:`save_train_state` wrote; returns the loop progress."""
+    weights, _ = load_tensors(directory / WEIGHTS, directory / CONFIG)
+    check_state(model.state_dict(), weights, str(directory / WEIGHTS))
+    model.load_state_dict(weights)
+    tensors, meta = load_tensors(directory / "optimizer.safetensors", directory / "optimizer.json")
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        _, index, name = key.split(".", 2)
+        state.setdefault(int(index), {})[name] = value
+    for key, value in meta["state_scalars"].items():
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    scaler.load_state_dict(meta["scaler"])
+    return meta["progress"]
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or infinite; the run stops without saving over good checkpoints."""
+
+
+# --------------------------------------------------------------------------------------------
+# The loop
+# --------------------------------------------------------------------------------------------
+def _load_splits(
+    model: EMCLRetrievalModel,
+    cfg: TrainConfig,
+    d: Dist,
+    cache_dir: str | os.PathLike | None,
+    show: bool,
+) -> tuple[Split, Split]:
+    """Train and val splits; rank 0 builds the world and the frame cache, the others then read
+    the same cache (no two processes decode into it at once)."""
+    if d.main:
+        ensure_demo_world(cfg.data, progress=show)
+        train_split = load_split(model, cfg.data, "train", cache_dir, progress=show)
+        val_split = load_split(model, cfg.data, "val", cache_dir, cfg.val_videos, progress=show)
+    if d.world > 1:
+        dist.barrier()
+    if not d.main:
+        train_split = load_split(model, cfg.data, "train", cache_dir, progress=False)
+        val_split = load_split(model, cfg.data, "val", cache_dir, cfg.val_videos, progress=False)
+    return train_split, val_split
+
+
+def _check_finite(
+    loss: Tensor, step: int, multiplier: float, model: EMCLRetrievalModel, out: Path
+) -> None:
+    """Stop before a NaN/inf loss reaches the weights (and so any later checkpoint)."""
+    if torch.isfinite(loss):
+        return
+    last = out / "last"
+    kept = f"the last good checkpoint is {last}" if last.is_dir() else "no checkpoint yet"
+    raise NonFiniteLoss(
+        f"loss is {loss.item()} at step {step} (lr x{multiplier:.3g}, logit scale "
+        f"{model.logit_scale().item():.3g}); stopping without saving; {kept}. Lower the "
+        "learning rate or resume from it with --resume."
+    )
+
+
+def train(
+    cfg: TrainConfig,
+    out: str | os.PathLike,
+    *,
+    resume: bool = False,
+    device: str = "auto",
+    cache_dir: str | os.PathLike | None = None,
+    export: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> tuple[EMCLRetrievalModel, dict]:
+    """Train, validate and checkpoint under ``out``; returns the final model and the summary.
+
+    ``cache_dir``: the frame cache (default: under the cache root, emcl.paths). ``export``:
+    where to copy the best checkpoint and the run's records when done (:func:`export_run`).
+    """
+    d, dev = setup_distributed(device)
+    out = Path(out)
+    t_start = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    model = EMCLRetrievalModel(cfg.model).to(dev).train()
+    show = progress and d.main
+    train_split, val_split = _load_splits(model, cfg, d, cache_dir, show)
+    t_data = time.perf_counter() - t_start
+
+    steps_per_epoch = len(epoch_plan(train_split, 0, cfg))
+    total = cfg.epochs * steps_per_epoch
+    if cfg.max_steps is not None:
+        total = min(total, cfg.max_steps)
+    val_every = cfg.val_every or steps_per_epoch
+
+    wrapped: torch.nn.Module = model
+    if d.world > 1:
+        ids = [d.local_rank] if dev.type == "cuda" else None
+        wrapped = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    optimizer = build_optimizer(model, cfg)
+    amp_dtype = None  # AMP on CUDA: bf16 where supported, else fp16 with a gradient scaler
+    if dev.type == "cuda":
+        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+
+    state = {"step": 0, "best_r1": -1.0, "best_step": None, "train_seconds": 0.0,
+             "val_seconds": 0.0}  # fmt: skip
+    if resume and (out / "last" / "optimizer.json").is_file():
+        state.update(load_train_state(out / "last", model, optimizer, scaler))
+        if show:
+            print(f"resumed from {out / 'last'} at step {state['step']}", flush=True)
+    elif resume and show:
+        print(f"--resume: no checkpoint under {out / 'last'}, starting fresh", flush=True)
+    if d.main:
+        atomic_write_json(out / "train_config.json", cfg.to_dict(), indent=2)
+    log_path = out / "log.jsonl"
+
+    def log(record: dict) -> None:
+        if d.main:
+            with open(log_path, "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+
+    def checkpoint_and_validate(step: int) -> None:
+        t0 = time.perf_counter()
+        if d.main:
+            metrics = validate(model, val_split, dev)
+            r1 = metrics["t2v"]["R1"]
+            log({"step": step, "val": metrics})
+            if r1 > state["best_r1"]:  # strictly better: the earliest of equal scores is kept
+                state.update(best_r1=r1, best_step=step)
+                info = {"step": step, "val": metrics, "train": cfg.to_dict()}
+                save_checkpoint(model, out / "best", extra=info)
+            state["val_seconds"] += time.perf_counter() - t0
+            save_train_state(out / "last", model, optimizer, scaler, dict(state, step=step))
+            if show:
+                tqdm.write(f"step {step}: val t2v R@1 {r1:.1f} (best {state['best_r1']:.1f})")
+        if d.world > 1:
+            dist.barrier()
+
+    bar = tqdm(total=total, initial=state["step"], desc="train", disable=not show)
+    plan_epoch, plan = -1, np.empty((0, 0), dtype=int)
+    step = state["step"]
+    while step < total:
+        epoch, within = divmod(step, steps_per_epoch)
+        if epoch != plan_epoch:
+            plan_epoch, plan = epoch, epoch_plan(train_split, epoch, cfg)
+        t0 = time.perf_counter()
+        ids, pixels, mask = make_batch(model, train_split, rank_slice(plan[within], d), dev)
+        multiplier = lr_multiplier(step, total, cfg.warmup)
+        for group in optimizer.param_groups:
+            group["lr"] = group["base_lr"] * multiplier
+        loss, _ = step_loss(wrapped, model, ids, pixels, mask, d.world, amp_dtype)
+        _check_finite(loss, step, multiplier, model, out)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        with torch.no_grad():  # the cap on the scale the reference applies in its forward
+            model.clip.logit_scale.clamp_(0, math.log(cfg.model.max_logit_scale))
+        step += 1
+        state["train_seconds"] += time.perf_counter() - t0
+        bar.update(1)
+        if show:
+            bar.set_postfix(loss=f"{loss.item():.3f}", epoch=epoch)
+        if step % cfg.log_every == 0 or step == total:
+            log({"step": step, "epoch": epoch, "loss": loss.item(), "lr_mult": multiplier,
+                 "logit_scale": model.logit_scale().item(), "grad_norm": float(grad_norm),
+                 "train_seconds": round(state["train_seconds"], 2)})  # fmt: skip
+        if step % val_every == 0 or step == total:
+            checkpoint_and_validate(step)
+    bar.close()
+
+    summary = {
+        "steps": total,
+        "steps_per_epoch": steps_per_epoch,
+        "best_step": state["best_step"],
+        "best_val_t2v_R1": state["best_r1"],
+        "train_seconds": round(state["train_seconds"], 1),
+        "val_seconds": round(state["val_seconds"], 1),
+        "data_seconds": round(t_data, 1),
+        "decode_seconds": round(train_split.decode_seconds + val_split.decode_seconds, 1),
+        "wall_seconds": round(time.perf_counter() - t_start, 1),
+        "skipped_clips": {**train_split.failures, **val_split.failures},
+        "world_size": d.world,
+        "device": str(dev),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+    }
+    if d.main:
+        atomic_write_json(out / "summary.json", summary, indent=2)
+        if export is not None:
+            export_run(out, Path(export))
+    if d.world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return model, summary
+
+
+def export_run(run: Path, target: Path) -> None:
+    """Copy the selected (best) checkpoint plus the run's log, summary and config to ``target``.
+
+    Each file is replaced atomically, the weights first: an export interrupted between the two
+    leaves a config whose recorded hash does not match, which loading reports.
+    """
+    sources = [run / "best" / WEIGHTS, run / "best" / CONFIG]
+    sources += [run / name for name in RUN_FILES if (run / name).is_file()]
+    for source in sources:
+        with atomic_output(target / source.name) as tmp:
+            shutil.copyfile(source, tmp)
+
+
+__all__ = [
+    "NonFiniteLoss",
+    "encode_split",
+    "export_run",
+    "load_train_state",
+    "save_train_state",
+    "step_loss",
+    "train",
+    "validate",
+]

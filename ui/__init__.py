@@ -1,0 +1,1 @@
+"""The Gradio UI: assembly, the knob panel, one module per tab, figures and text."""

@@ -1,0 +1,1 @@
+"""The tabs: each module has build() (the components) and wire() (the events)."""

@@ -1,0 +1,138 @@
+"""The UI's words: one-line knob help, the knob guide, and the Markdown summaries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from emcl.core.subspace import GROUP_TOL
+from emcl.explorer.knobs import Knobs
+from emcl.explorer.results import AlignResult, GroundingAverage, MetricsResult
+from emcl.explorer.service import Explorer
+
+# One line per knob beside the widget; KNOB_GUIDE below says it in full.
+HELP = {
+    "mode": "joint: EMCL checkpoint + EM · inference: base checkpoint + EM",
+    "beta": "weight of the reconstruction added back (0: off)",
+    "k": "number of subspaces",
+    "iters": "E/M iterations (0: off)",
+    "lam": "E-step temperature λ, log scale",
+    "init": "initial bases",
+    "context": "which rows share one EM run",
+    "shortlist": "base candidates the EM re-ranks",
+    "isoftmax": "QB-Norm with the captions as query bank",
+    "isoftmax_temp": "inverted-softmax temperature τ, log scale",
+    "top_k": "results per column",
+}
+
+KNOB_GUIDE = """
+- **EMCL mode** — *joint*: the checkpoint trained jointly with the EMCL layer, plus EM at
+  inference. *inference*: the base checkpoint with EM at inference only (β = 0 reproduces the
+  Base column exactly).
+- **β** — the output is `x + β · μzᵀ`: β weighs the low-rank reconstruction; 0 turns EMCL off.
+- **K** — number of subspaces (bases μ). *Effective K* (shown under the slider) is the numerical
+  rank of the responsibilities z (singular values above 1e-3 of the largest): the reference and
+  prior initialisations collapse to about 2 whatever K is (docs/method.md §1.5).
+- **iterations** — E/M steps T; 0 leaves the features unchanged.
+- **λ** — E-step softmax temperature, `z = softmax(Xᵀμ / λ)`. On unit-norm features λ = 1 is
+  nearly uniform; distinct subspaces need a sharp λ (≤ 0.03) and the *data* init
+  (docs/method.md §1.5b).
+- **init** — *prior*: the EMCL checkpoint's trained momentum prior (exists for its trained K
+  only); *reference*: the authors' ±1 sign prior; *data*: K random feature columns of the input
+  (breaks the symmetry). **seed** seeds reference and data.
+- **EM context** — which rows share one EM run: *shortlist* (the query and its top-M base
+  candidates; the rest keep base order), *gallery* (the query and every video), *block* (the
+  reference protocol: the query against blocks of 64 videos). Metrics always use 64 × 64
+  caption × video blocks (*gallery*: one run over everything). Scores depend on the context.
+- **inverted softmax** — QB-Norm / dual softmax: each score times a softmax over queries at
+  temperature τ; search uses the gallery's captions as the query bank (transductive).
+- **top-k** — results shown per column; the ground truth's rank is shown even outside it.
+"""
+
+SUBSPACE_HELP = f"""
+**How this view is made** (our construction; the paper does not say how its Figure 1 was drawn).
+The video's 12 frame features (after temporal aggregation) and the caption's word features
+(BPE pieces averaged, punctuation dropped) are L2-normalised and stacked, `X = [frames; words]`.
+One EM run with the knobs on the left (K, iterations, λ, init, seed) gives responsibilities
+`z` [D × K]: subspace k weights feature channel j by `y_k[j] = z[j,k] / max_j z[j,k]`. Columns
+whose weight profiles agree within {GROUP_TOL:g} are one *distinct* subspace (the selector).
+In subspace k, frame i and word j have similarity `cos(f_i ⊙ y_k, w_j ⊙ y_k)`; each word is
+linked to its closest frame and the line is labelled with that similarity. *Auto* links each
+word in its dominant subspace (largest `Σ_j y_k[j] x_j² / Σ_j y_k[j]`, the heatmaps' shares).
+The lower figure links the same words in the full space, `cos(f_i, w_j)`.
+**Grounding** (demo world): the share of links whose frame shows the concept the word names
+(`frame_concepts.json`, `lexicon.json`); words naming no concept are not scored; *chance* is
+the expected score of a random frame of the same video.
+"""
+
+
+def summary(explorer: Explorer) -> str:
+    snap = explorer.snapshot
+    base = snap.base.encoder
+    lines = [
+        f"**Gallery** {len(snap.records)} videos · {len(snap.captions)} captions · "
+        f"{len(snap.skipped)} skipped",
+        f"**Base** `{base.config.backbone}` ({base.fingerprint[:8]}) · "
+        + (
+            f"**EMCL** `{snap.emcl.encoder.config.backbone}` ({snap.emcl.encoder.fingerprint[:8]}, "
+            f"trained K {explorer.trained.k})"
+            if snap.emcl
+            else "no jointly trained EMCL model"
+        )
+        + f" · {base.device.type}",
+    ]
+    return "  \n".join(lines)
+
+
+def gallery_summary(explorer: Explorer) -> str:
+    snap = explorer.snapshot
+    splits: dict[str, int] = {}
+    for r in snap.records:
+        splits[r.split] = splits.get(r.split, 0) + 1
+    parts = ", ".join(f"{n} {s}" for s, n in sorted(splits.items()))
+    return (
+        f"**{len(snap.records)} videos indexed** ({parts}); **{len(snap.skipped)} skipped** "
+        "(listed below with the reason). Uploads are decoded in the guarded decoder, stored "
+        "under generated names and added to both models' galleries."
+    )
+
+
+def metrics_caption(result: MetricsResult, knobs: Knobs) -> str:
+    note = (
+        f"{result.n_texts} captions × {result.n_videos} videos · {result.protocol} · "
+        f"{knobs.summary()} · {result.ms:.0f} ms"
+    )
+    if knobs.isoftmax:
+        note += f" · inverted softmax τ = {knobs.isoftmax_temp:g}"
+    return note
+
+
+def effective_k_line(result: MetricsResult) -> str:
+    return f"effective K: **{result.effective_k}** (first metrics EM block)"
+
+
+def grounding_table(result: AlignResult, selection: str, average: GroundingAverage | None) -> str:
+    def pct(g: Any) -> str:
+        return (
+            "–" if g is None or g.score is None else f"{100 * g.score:.0f}% ({g.hits}/{g.scored})"
+        )
+
+    def chance(g: Any) -> str:
+        return "–" if g is None or g.chance_score is None else f"{100 * g.chance_score:.0f}%"
+
+    if result.grounding.get("auto") is None:
+        return "_No per-frame ground truth for this video: grounding is scored on the demo world._"
+    rows = [
+        ("subspaces, auto", result.grounding["auto"], average.auto if average else None),
+        ("full space", result.grounding["full"], average.full if average else None),
+    ]
+    if selection != "auto":
+        rows.insert(1, (f"subspace {selection}", result.grounding.get(selection), None))
+    pairs = average.pairs if average else 0
+    lines = [
+        f"| grounding | this pair | test split ({pairs} pairs) | chance (this pair / split) |",
+        "|---|---|---|---|",
+    ]
+    for label, here, split in rows:
+        split_chance = chance(split) if split is not None else "–"
+        lines.append(f"| {label} | {pct(here)} | {pct(split)} | {chance(here)} / {split_chance} |")
+    return "\n".join(lines)
