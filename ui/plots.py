@@ -81,92 +81,16 @@ def alignment_figure(
     ``correct[j]`` colours word j's line (ground truth: green correct, red wrong, grey for a
     word that names no concept); without it lines are coloured by similarity.
     """
-    n_frames = len(frames)
-    n_top = math.ceil(n_frames / 2)
-    gap = 0.12
-    width = max(n_top, n_frames - n_top) * (1 + gap) - gap
-    # Frame i: top row left to right, then the bottom row left to right.
-    centres = []
-    for i in range(n_frames):
-        row, col = (0, i) if i < n_top else (1, i - n_top)
-        x0 = col * (1 + gap)
-        y0 = 0.9 if row == 0 else -1.9  # image spans [y0, y0 + 1]
-        centres.append((x0 + 0.5, y0, row))
+    centres, width = _frame_layout(len(frames))
     fig = go.Figure()
-    for i, (cx, y0, _) in enumerate(centres):
-        fig.add_layout_image(
-            source=png_data_uri(frames[i]),
-            x=cx - 0.5,
-            y=y0 + 1,
-            xref="x",
-            yref="y",
-            sizex=1,
-            sizey=1,
-            xanchor="left",
-            yanchor="top",
-            layer="below",
-        )
-    labels_x = [cx for cx, _, _ in centres]
-    labels_y = [y0 + 1.12 if row == 0 else y0 - 0.12 for _, y0, row in centres]
-    fig.add_trace(
-        go.Scatter(
-            x=labels_x,
-            y=labels_y,
-            mode="text",
-            text=[f"frame {i + 1}" for i in range(n_frames)],
-            textfont={"size": 10, "color": "#64748b"},
-            hoverinfo="skip",
-            showlegend=False,
-        )
-    )
-
+    _add_frames(fig, frames, centres)
     n_words = len(words)
     word_x = [width * (j + 0.5) / max(n_words, 1) for j in range(n_words)]
     stagger = n_words > 6
     word_y = [(0.12 if j % 2 else -0.12) if stagger else 0.0 for j in range(n_words)]
     sims = np.asarray(similarity, dtype=float)
-    lo, hi = (float(sims.min()), float(sims.max())) if n_words else (0.0, 1.0)
-    span = hi - lo if hi > lo else 1.0
-    groups: dict[str, tuple[list, list, list]] = {}
-    label_x, label_y, label_text, hover = [], [], [], []
-    for j in range(n_words):
-        cx, y0, row = centres[int(linked[j])]
-        end_y = y0 if row == 0 else y0 + 1
-        start_y = word_y[j] + (0.1 if row == 0 else -0.1)
-        if correct is not None:
-            kind = {True: "correct", False: "wrong", None: "unscored"}[correct[j]]
-        else:
-            kind = f"q{min(4, int(5 * (sims[j] - lo) / span))}"
-        xs, ys, _ = groups.setdefault(kind, ([], [], []))
-        xs += [word_x[j], cx, None]
-        ys += [start_y, end_y, None]
-        t = 0.45  # label a little short of half way from the word to the frame
-        label_x.append(word_x[j] + t * (cx - word_x[j]))
-        label_y.append(start_y + t * (end_y - start_y))
-        label_text.append(f"{sims[j]:.2f}")
-        hover.append(f"“{html.escape(words[j])}” → frame {int(linked[j]) + 1}: {sims[j]:.3f}")
-    palette = {
-        "correct": (CORRECT_COLOR, "frame shows the word's concept"),
-        "wrong": (WRONG_COLOR, "frame does not show it"),
-        "unscored": (NEUTRAL_COLOR, "word names no concept"),
-    }
-    ramp = ("#cbd5e1", "#93c5fd", "#60a5fa", "#2563eb", "#1e3a8a")
-    for kind, (xs, ys, _) in sorted(groups.items()):
-        if kind in palette:
-            color, name = palette[kind]
-        else:
-            color, name = ramp[int(kind[1])], None
-        fig.add_trace(
-            go.Scatter(
-                x=xs,
-                y=ys,
-                mode="lines",
-                line={"color": color, "width": 2},
-                hoverinfo="skip",
-                name=name,
-                showlegend=name is not None,
-            )
-        )
+    label_x, label_y, hover = _add_links(fig, centres, word_x, word_y, words, linked, sims, correct)
+    label_text = [f"{v:.2f}" for v in sims]
     # Words and similarities as boxed annotations, so lines pass behind them; invisible markers
     # carry the hover text.
     for x, y, text in zip(label_x, label_y, label_text, strict=True):
@@ -195,6 +119,108 @@ def alignment_figure(
         margin={"l": 8, "r": 8, "t": 48, "b": 8},
     )
     return fig
+
+
+Centre = tuple[float, float, int]  # (x centre, y bottom, row) of one frame image
+
+
+def _frame_layout(n_frames: int) -> tuple[list[Centre], float]:
+    """Frame i: top row left to right, then the bottom row left to right; the figure width."""
+    n_top = math.ceil(n_frames / 2)
+    gap = 0.12
+    width = max(n_top, n_frames - n_top) * (1 + gap) - gap
+    centres = []
+    for i in range(n_frames):
+        row, col = (0, i) if i < n_top else (1, i - n_top)
+        x0 = col * (1 + gap)
+        y0 = 0.9 if row == 0 else -1.9  # image spans [y0, y0 + 1]
+        centres.append((x0 + 0.5, y0, row))
+    return centres, width
+
+
+def _add_frames(fig: go.Figure, frames: np.ndarray, centres: list[Centre]) -> None:
+    for i, (cx, y0, _) in enumerate(centres):
+        fig.add_layout_image(
+            source=png_data_uri(frames[i]),
+            x=cx - 0.5,
+            y=y0 + 1,
+            xref="x",
+            yref="y",
+            sizex=1,
+            sizey=1,
+            xanchor="left",
+            yanchor="top",
+            layer="below",
+        )
+    fig.add_trace(
+        go.Scatter(
+            x=[cx for cx, _, _ in centres],
+            y=[y0 + 1.12 if row == 0 else y0 - 0.12 for _, y0, row in centres],
+            mode="text",
+            text=[f"frame {i + 1}" for i in range(len(centres))],
+            textfont={"size": 10, "color": "#64748b"},
+            hoverinfo="skip",
+            showlegend=False,
+        )
+    )
+
+
+LINK_PALETTE = {
+    "correct": (CORRECT_COLOR, "frame shows the word's concept"),
+    "wrong": (WRONG_COLOR, "frame does not show it"),
+    "unscored": (NEUTRAL_COLOR, "word names no concept"),
+}
+LINK_RAMP = ("#cbd5e1", "#93c5fd", "#60a5fa", "#2563eb", "#1e3a8a")  # by similarity quintile
+
+
+def _add_links(
+    fig: go.Figure,
+    centres: list[Centre],
+    word_x: list[float],
+    word_y: list[float],
+    words: Sequence[str],
+    linked: Sequence[int],
+    sims: np.ndarray,
+    correct: Sequence[bool | None] | None,
+) -> tuple[list[float], list[float], list[str]]:
+    """One line per word to its frame, coloured by ground truth or by similarity; returns the
+    positions of the similarity labels and the hover texts."""
+    n_words = len(words)
+    lo, hi = (float(sims.min()), float(sims.max())) if n_words else (0.0, 1.0)
+    span = hi - lo if hi > lo else 1.0
+    groups: dict[str, tuple[list, list]] = {}
+    label_x, label_y, hover = [], [], []
+    for j in range(n_words):
+        cx, y0, row = centres[int(linked[j])]
+        end_y = y0 if row == 0 else y0 + 1
+        start_y = word_y[j] + (0.1 if row == 0 else -0.1)
+        if correct is not None:
+            kind = {True: "correct", False: "wrong", None: "unscored"}[correct[j]]
+        else:
+            kind = f"q{min(4, int(5 * (sims[j] - lo) / span))}"
+        xs, ys = groups.setdefault(kind, ([], []))
+        xs += [word_x[j], cx, None]
+        ys += [start_y, end_y, None]
+        t = 0.45  # label a little short of half way from the word to the frame
+        label_x.append(word_x[j] + t * (cx - word_x[j]))
+        label_y.append(start_y + t * (end_y - start_y))
+        hover.append(f"“{html.escape(words[j])}” → frame {int(linked[j]) + 1}: {sims[j]:.3f}")
+    for kind, (xs, ys) in sorted(groups.items()):
+        color, name = (
+            LINK_PALETTE[kind] if kind in LINK_PALETTE else (LINK_RAMP[int(kind[1])], None)
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=xs,
+                y=ys,
+                mode="lines",
+                line={"color": color, "width": 2},
+                hoverinfo="skip",
+                name=name,
+                showlegend=name is not None,
+            )
+        )
+    return label_x, label_y, hover
 
 
 def loadings_figure(

@@ -90,16 +90,30 @@ def emclnet_logits_factorized(
         unnormalised_text = text @ z  # [..., Bt, K] = z^T t_a
         mu_pooled, mu_text = _normalise_bases(unnormalised_pooled, unnormalised_text)
 
+    em = (unnormalised_pooled, unnormalised_text, mu_pooled, mu_text, z)
+    use_em = params.iters > 0 and beta != 0.0
+    return _cosines(text, frames, weights, text_frame, em if use_em else None, beta), z
+
+
+def _cosines(
+    text: Tensor,  # [..., Bt, D]
+    frames: Tensor,  # [..., Bv, T, D]
+    weights: Tensor,  # [..., Bt, Bv, T] pooling weights
+    text_frame: Tensor,  # [..., Bt, Bv, T] <t_a, v_bf>
+    em: tuple[Tensor, Tensor, Tensor, Tensor, Tensor] | None,  # z^T x_ab, z^T t_a, mu_ab, m_a, z
+    beta: float,
+) -> Tensor:
+    """Cosines ``[..., Bt, Bv]`` of the outputs ``x + beta * mu z^T`` of every pooled row and
+    its text, expanded into products of the frame-row quantities (no pooled row is formed)."""
     text_dot_pooled = (weights * text_frame).sum(-1)  # [..., Bt, Bv] = <t_a, x_ab>
     gram = frames @ frames.mT  # [..., Bv, T, T]
     pooled_sq = torch.einsum("...abf,...bfg,...abg->...ab", weights, gram, weights)  # |x_ab|^2
     text_sq = (text * text).sum(-1)  # [..., Bt]
-    if params.iters == 0 or beta == 0.0:
+    if em is None:
         dot, out_pooled_sq, out_text_sq = text_dot_pooled, pooled_sq, text_sq
     else:
-        u, q = unnormalised_pooled, unnormalised_text  # z^T x_ab, z^T t_a
+        u, q, mu_ab, m_a, z = em
         zz = z.mT @ z  # [..., K, K]
-        m_a, mu_ab = mu_text, mu_pooled
         g_mu_ab = torch.einsum("...kl,...abl->...abk", zz, mu_ab)  # [..., Bt, Bv, K]
         dot = (
             text_dot_pooled
@@ -113,7 +127,7 @@ def emclnet_logits_factorized(
         out_text_sq = text_sq + 2 * beta * (m_a * q).sum(-1) + beta**2 * (m_a * (m_a @ zz)).sum(-1)
     pooled_norm = out_pooled_sq.clamp(min=0).sqrt().clamp(min=NORM_EPS)
     text_norm = out_text_sq.clamp(min=0).sqrt().clamp(min=NORM_EPS)
-    return dot / (text_norm[..., :, None] * pooled_norm), z
+    return dot / (text_norm[..., :, None] * pooled_norm)
 
 
 def _normalise_bases(pooled: Tensor, text: Tensor) -> tuple[Tensor, Tensor]:

@@ -23,6 +23,20 @@ def _split(n: int, size: int) -> list[tuple[int, int]]:
     return [(s, min(s + size, n)) for s in range(0, n, size)]
 
 
+Span = tuple[int, int]
+
+
+def _groups_by_shape(
+    n_texts: int, n_videos: int, block_texts: int, block_videos: int
+) -> dict[tuple[int, int], list[tuple[Span, Span]]]:
+    """(text span, video span) blocks grouped by shape: each group is one batched call."""
+    groups: dict[tuple[int, int], list[tuple[Span, Span]]] = {}
+    for ts in _split(n_texts, block_texts):
+        for vs in _split(n_videos, block_videos):
+            groups.setdefault((ts[1] - ts[0], vs[1] - vs[0]), []).append((ts, vs))
+    return groups
+
+
 def similarity_matrix(
     text: Tensor,
     *,
@@ -76,16 +90,8 @@ def similarity_matrix(
         def emcl(x: Tensor) -> Tensor:
             return params.run(x, init_prior).embeddings
 
-    # Group blocks by shape so that every group is one batched call.
-    text_spans = _split(n_texts, block_texts)
-    video_spans = _split(n_videos, block_videos)
-    groups: dict[tuple[int, int], list[tuple[tuple[int, int], tuple[int, int]]]] = {}
-    for ts in text_spans:
-        for vs in video_spans:
-            groups.setdefault((ts[1] - ts[0], vs[1] - vs[0]), []).append((ts, vs))
-
     n_frames = frames.shape[1] if frames is not None else 0
-    for (bt, bv), pairs in groups.items():
+    for (bt, bv), pairs in _groups_by_shape(n_texts, n_videos, block_texts, block_videos).items():
         fast = protocol == "emclnet" and params is not None and factorize and worth_it(bt, n_frames)
         if protocol == "inference":
             rows_per_block = bt + bv

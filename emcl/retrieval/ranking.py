@@ -127,6 +127,49 @@ def _run_blocks(
     return scores[..., 0], int(result.effective_k.min()), stacked.shape[1]
 
 
+def _check_request(
+    query: Tensor, index: GalleryIndex, context: str, protocol: str, top_k: int, shortlist: int
+) -> None:
+    if context not in CONTEXTS:
+        raise ValueError(f"context must be one of {CONTEXTS}, got {context!r}")
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    if not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+    if not isinstance(shortlist, int) or shortlist < 1:
+        raise ValueError(f"shortlist_size must be a positive integer, got {shortlist!r}")
+    if len(index) == 0:
+        raise ValueError("the gallery has no rankable videos")
+    if query.dim() != 1 or not bool(valid_rows(query[None])[0]):
+        raise ValueError("the query embedding must be a finite, non-zero [D] vector")
+
+
+def _hits(
+    index: GalleryIndex,
+    order: Tensor,  # [k] index positions, best first
+    values: Tensor,  # [M] scores by index position
+    mine: dict[int, int],
+    other: dict[int, int],
+    *,
+    is_emcl: bool,
+) -> list[Hit]:
+    rows = index.rows.tolist()
+    hits = []
+    for i in order.tolist():
+        original = rows[i]
+        hits.append(
+            Hit(
+                video_id=index.video_ids[original],
+                index=original,
+                score=float(values[i]),
+                rank=mine[original],
+                other_rank=other[original],
+                rank_change=(other[original] - mine[original]) if is_emcl else None,
+            )
+        )
+    return hits
+
+
 def rank_query(
     query: Tensor,
     index: GalleryIndex,
@@ -146,18 +189,7 @@ def rank_query(
     an invalid query.
     """
     start = time.perf_counter()
-    if context not in CONTEXTS:
-        raise ValueError(f"context must be one of {CONTEXTS}, got {context!r}")
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
-    if not isinstance(top_k, int) or top_k < 1:
-        raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
-    if not isinstance(shortlist_size, int) or shortlist_size < 1:
-        raise ValueError(f"shortlist_size must be a positive integer, got {shortlist_size!r}")
-    if len(index) == 0:
-        raise ValueError("the gallery has no rankable videos")
-    if query.dim() != 1 or not bool(valid_rows(query[None])[0]):
-        raise ValueError("the query embedding must be a finite, non-zero [D] vector")
+    _check_request(query, index, context, protocol, top_k, shortlist_size)
     notices: list[str] = []
     query = F.normalize(query.float(), dim=-1)
     use_frames = protocol == "emclnet" and index.frames is not None
@@ -184,27 +216,10 @@ def rank_query(
     base_rank = {rows[i]: r + 1 for r, i in enumerate(base_order.tolist())}
     emcl_rank = {rows[i]: r + 1 for r, i in enumerate(emcl_order.tolist())}
     k = min(top_k, len(index))
-
-    def hits(order: Tensor, values: Tensor, mine: dict, other: dict, is_emcl: bool) -> list[Hit]:
-        out = []
-        for i in order[:k].tolist():
-            original = rows[i]
-            value = float(values[i]) if math.isfinite(float(values[i])) else float(base[i])
-            out.append(
-                Hit(
-                    video_id=index.video_ids[original],
-                    index=original,
-                    score=value,
-                    rank=mine[original],
-                    other_rank=other[original],
-                    rank_change=(other[original] - mine[original]) if is_emcl else None,
-                )
-            )
-        return out
-
+    emcl_value = torch.where(torch.isfinite(emcl_value), emcl_value, base)  # outside: base score
     return Ranking(
-        base=hits(base_order, base, base_rank, emcl_rank, False),
-        emcl=hits(emcl_order, emcl_value, emcl_rank, base_rank, True),
+        base=_hits(index, base_order[:k], base, base_rank, emcl_rank, is_emcl=False),
+        emcl=_hits(index, emcl_order[:k], emcl_value, emcl_rank, base_rank, is_emcl=True),
         effective_k=k_eff,
         context=context,
         em_rows=em_rows,
