@@ -10,6 +10,7 @@ import torch
 from emcl.explorer.knobs import KnobError, Knobs
 from emcl.explorer.projection import modality_gap, project
 from emcl.explorer.results import MapResult
+from emcl.explorer.snapshot import Snapshot
 
 if TYPE_CHECKING:
     from emcl.explorer.service import Explorer, Progress
@@ -17,14 +18,10 @@ if TYPE_CHECKING:
 MAX_MAP_POINTS = 4000
 
 
-def _no_progress(fraction: float, message: str) -> None:
-    return None
-
-
 def embedding_map(
     explorer: Explorer,
     knobs: Knobs,
-    progress: Progress = _no_progress,
+    progress: Progress,
     max_points: int = MAX_MAP_POINTS,
     method: str = "auto",
 ) -> MapResult:
@@ -35,14 +32,18 @@ def embedding_map(
     view = snap.view(knobs.mode)
     key = (snap.version, view.name, knobs.em_key(), max_points, method)
     return explorer.caches.maps.get_or_compute(
-        key, lambda: _embedding_map(explorer, knobs, progress, max_points, method)
+        key, lambda: _embedding_map(explorer, snap, knobs, progress, max_points, method)
     )
 
 
 def _embedding_map(
-    explorer: Explorer, knobs: Knobs, progress: Progress, max_points: int, method: str
+    explorer: Explorer,
+    snap: Snapshot,
+    knobs: Knobs,
+    progress: Progress,
+    max_points: int,
+    method: str,
 ) -> MapResult:
-    snap = explorer.snapshot
     view = snap.view(knobs.mode)
     params, prior = knobs.params(), explorer.prior(knobs)
     ids = [r.video_id for r in snap.records]  # index rows are gallery positions

@@ -29,10 +29,6 @@ SWEEP_VALUES: dict[str, tuple[float, ...]] = {
 Metrics = dict[str, dict[str, float]]  # {"t2v": {"R1": ...}, "v2t": {...}}
 
 
-def _no_progress(fraction: float, message: str) -> None:
-    return None
-
-
 def similarity(
     explorer: Explorer,
     snap: Snapshot,
@@ -92,8 +88,8 @@ def _need_captions(snap: Snapshot) -> None:
 def metrics(
     explorer: Explorer,
     knobs: Knobs,
-    protocol: str = "inference",
-    progress: Progress = _no_progress,
+    protocol: str,
+    progress: Progress,
 ) -> MetricsResult:
     """t2v and v2t metrics of: base; base + EMCL at inference (these knobs); and, with an
     EMCL checkpoint, that model without EM and with EM (joint). ``protocol``: the live
@@ -117,7 +113,7 @@ def metrics(
         rows=rows,
         n_texts=len(snap.captions),
         n_videos=len(snap.view(knobs.mode).index),
-        effective_k=block_effective_k(explorer, knobs),
+        effective_k=block_effective_k(explorer, snap, knobs),
         protocol=_describe(protocol, knobs),
         ms=(time.perf_counter() - start) * 1000.0,
     )
@@ -132,9 +128,9 @@ def _describe(protocol: str, knobs: Knobs) -> str:
     return f"inference-module protocol, one EM run per block of {texts} × {videos}"
 
 
-def block_effective_k(explorer: Explorer, knobs: Knobs) -> int:
+def block_effective_k(explorer: Explorer, snap: Snapshot, knobs: Knobs) -> int:
     """Effective K of the first metrics block of the active model (no query needed)."""
-    view = explorer.snapshot.view(knobs.mode)
+    view = snap.view(knobs.mode)
     if knobs.iters == 0 or len(view.index) == 0:
         return 0
     n_texts, n_videos = METRICS_BLOCK
@@ -145,9 +141,7 @@ def block_effective_k(explorer: Explorer, knobs: Knobs) -> int:
         return int(result.effective_k)
 
 
-def sweep(
-    explorer: Explorer, knobs: Knobs, name: str, progress: Progress = _no_progress
-) -> SweepResult:
+def sweep(explorer: Explorer, knobs: Knobs, name: str, progress: Progress) -> SweepResult:
     """Metrics over the preset values of one knob (``beta``, ``k``, ``iters``, ``lam``),
     the other knobs as given, for base + EMCL at inference and the joint model."""
     name = choice("sweep", name, SWEEPS)

@@ -186,7 +186,7 @@ class Explorer:
         return metrics_service.metrics(self, knobs, protocol, progress)
 
     def block_effective_k(self, knobs: Knobs) -> int:
-        return metrics_service.block_effective_k(self, knobs)
+        return metrics_service.block_effective_k(self, self._snapshot, knobs)
 
     def sweep(self, knobs: Knobs, name: str, progress: Progress = _no_progress) -> SweepResult:
         return metrics_service.sweep(self, knobs, name, progress)

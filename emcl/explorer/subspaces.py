@@ -14,7 +14,7 @@ from emcl.core.subspace import Grounding, align_batch, grounding, keep_word, tot
 from emcl.core.subspace import align as align_pair
 from emcl.explorer.knobs import KnobError, Knobs, clean_text
 from emcl.explorer.results import AlignResult, GroundingAverage
-from emcl.explorer.snapshot import ModelView
+from emcl.explorer.snapshot import ModelView, Snapshot
 from emcl.video.decoder import load_frames
 from emcl.video.sampling import center_crop
 
@@ -22,10 +22,6 @@ if TYPE_CHECKING:
     from emcl.explorer.service import Explorer, Progress
 
 GROUNDING_CHUNK = 128  # pairs per batched EM call over the test split
-
-
-def _no_progress(fraction: float, message: str) -> None:
-    return None
 
 
 def align(explorer: Explorer, video_id: object, caption: object, knobs: Knobs) -> AlignResult:
@@ -75,7 +71,7 @@ def _concepts(explorer: Explorer, video_id: str, num_frames: int) -> list[list[s
 
 
 def grounding_average(
-    explorer: Explorer, knobs: Knobs, progress: Progress = _no_progress
+    explorer: Explorer, knobs: Knobs, progress: Progress
 ) -> GroundingAverage | None:
     """Grounding of auto (subspace) and full-space links pooled over every captioned video
     with ground truth (its first caption). ``None`` without ground truth."""
@@ -85,14 +81,13 @@ def grounding_average(
         return None
     key = (snap.version, view.name, knobs.em_key())
     return explorer.caches.groundings.get_or_compute(
-        key, lambda: _grounding_average(explorer, view, knobs, progress)
+        key, lambda: _grounding_average(explorer, snap, view, knobs, progress)
     )
 
 
 def _grounding_average(
-    explorer: Explorer, view: ModelView, knobs: Knobs, progress: Progress
+    explorer: Explorer, snap: Snapshot, view: ModelView, knobs: Knobs, progress: Progress
 ) -> GroundingAverage | None:
-    snap = explorer.snapshot
     truth = explorer.ground_truth
     assert truth is not None
     params, prior = knobs.params(), explorer.prior(knobs)

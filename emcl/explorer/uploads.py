@@ -31,10 +31,6 @@ UPLOAD_MAX_BYTES = 50 * 2**20  # per file (the app sets the same limit on Gradio
 Refusal = dict[str, str]  # {"file": name, "reason": why}
 
 
-def _no_progress(fraction: float, message: str) -> None:
-    return None
-
-
 def gallery_rows(explorer: Explorer) -> list[list[str]]:
     return [
         [r.video_id, r.split, " | ".join(r.captions), Path(r.path).name]
@@ -57,8 +53,8 @@ def uploads_captions(uploads_dir: Path) -> Path:
 def add_uploads(
     explorer: Explorer,
     files: Sequence[str | os.PathLike],
-    caption: str = "",
-    progress: Progress = _no_progress,
+    caption: str,
+    progress: Progress,
 ) -> tuple[list[str], list[Refusal]]:
     """Add uploaded videos to the gallery; returns the added ids and the refused files."""
     if explorer.uploads_dir is None:
