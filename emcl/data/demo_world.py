@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from emcl import paths
 from emcl.fileio import atomic_output, atomic_write, atomic_write_json
 from emcl.video.sampling import uniform_indices
 from emcl.video.writing import write_video
@@ -572,3 +573,11 @@ def ensure_world(
     """Build the world under ``root`` unless a finished one with these parameters is there."""
     if not world_is_complete(root, n_train, n_test, seed):
         build_world(root, n_train, n_test, seed, progress=progress)
+
+
+def ensure_demo_world(data: str | os.PathLike, progress: bool = True) -> None:
+    """Build the default demo world (the app's, at ``paths.DEMO_WORLD_SIZE``) if ``data`` is
+    its folder and it is incomplete. Any other folder is the user's dataset and is only read."""
+    world = paths.demo_world_dir()
+    if Path(data).resolve() == world.resolve():
+        ensure_world(world, *paths.DEMO_WORLD_SIZE, progress=progress)

@@ -29,14 +29,13 @@ from torch import Tensor
 
 from emcl.core.em import EMCL_NET_DEFAULTS, INFERENCE_MODULE_DEFAULTS, EMParams
 from emcl.data.datasets import read_dataset
-from emcl.data.demo_world import ensure_world
+from emcl.data.demo_world import ensure_demo_world
 from emcl.data.gallery import build_gallery
 from emcl.model.checkpoint import read_config
 from emcl.model.encoder import Encoder
 from emcl.paths import (
     DEMO_BASE_CHECKPOINT,
     DEMO_EMCL_CHECKPOINT,
-    DEMO_WORLD_SIZE,
     demo_world_dir,
     features_dir,
 )
@@ -183,9 +182,7 @@ def evaluate(
     """
     t0 = time.perf_counter()
     cache_dir = Path(cache_dir) if cache_dir is not None else features_dir()
-    world = demo_world_dir()
-    if Path(cfg.data).resolve() == world.resolve():  # the app's demo world: build it if missing
-        ensure_world(world, *DEMO_WORLD_SIZE, progress=progress)
+    ensure_demo_world(cfg.data, progress=progress)  # the app's demo world: built if missing
     base = extract(cfg.base_checkpoint, cfg.data, cfg.split, cache_dir, device, progress)
     joint = extract(cfg.checkpoint, cfg.data, cfg.split, cache_dir, device, progress)
     if joint.prior is None:

@@ -4,28 +4,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from emcl.data.datasets import read_dataset
-from emcl.data.demo_world import ensure_world
 from emcl.data.frame_cache import cache_frames
 from emcl.model.model import EMCLRetrievalModel
-from emcl.paths import DEMO_WORLD_SIZE, demo_world_dir
 from emcl.training.presets import TrainConfig
-
-
-def ensure_demo_world(data: str | os.PathLike, progress: bool = True) -> None:
-    """Build the default demo world (as the app does) if ``data`` is its folder and incomplete.
-
-    Any other folder is the user's dataset and is only read.
-    """
-    world = demo_world_dir()
-    if Path(data).resolve() == world.resolve():
-        ensure_world(world, *DEMO_WORLD_SIZE, progress=progress)
 
 
 @dataclass
@@ -113,4 +100,4 @@ def make_batch(
     return ids.to(device), pixels.to(device), mask.to(device)
 
 
-__all__ = ["Split", "ensure_demo_world", "epoch_plan", "load_split", "make_batch"]
+__all__ = ["Split", "epoch_plan", "load_split", "make_batch"]

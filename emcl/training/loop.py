@@ -23,6 +23,7 @@ import torch.distributed as dist
 from torch import Tensor
 from tqdm import tqdm
 
+from emcl.data.demo_world import ensure_demo_world
 from emcl.fileio import atomic_output, atomic_write_json
 from emcl.model.checkpoint import (
     CONFIG,
@@ -36,7 +37,7 @@ from emcl.model.loss import contrastive_loss
 from emcl.model.model import EMCLRetrievalModel
 from emcl.retrieval.blocks import similarity_matrix
 from emcl.retrieval.metrics import retrieval_metrics
-from emcl.training.data import Split, ensure_demo_world, epoch_plan, load_split, make_batch
+from emcl.training.data import Split, epoch_plan, load_split, make_batch
 from emcl.training.distributed import Dist, gather, gather_mask, rank_slice, setup_distributed
 from emcl.training.optim import build_optimizer, lr_multiplier
 from emcl.training.presets import TrainConfig
