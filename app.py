@@ -12,6 +12,9 @@ from __future__ import annotations
 import os
 import time
 
+import torch
+
+from emcl.explorer.setup import load_explorer
 from ui.app import build_demo, launch_settings, queued
 from ui.flags import parse_args, setup_from
 
@@ -19,12 +22,9 @@ from ui.flags import parse_args, setup_from
 def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     args = parse_args(argv)
-    import torch
-
-    from emcl.explorer.setup import load_explorer
-
     # Once, before any request thread exists; the cores this process may use (taskset, cgroups).
-    torch.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    torch.set_num_threads(cores or 1)
     setup = setup_from(args)
     explorer = load_explorer(setup)
     demo = queued(build_demo(explorer))

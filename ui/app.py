@@ -10,15 +10,14 @@ from typing import Any
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline: no telemetry calls
 
 import gradio as gr
-import torch
 
 from emcl import paths
-from emcl.explorer.knobs import KnobError, Knobs
+from emcl.explorer.knobs import Knobs
 from emcl.explorer.service import Explorer
 from emcl.explorer.setup import Setup
 from emcl.explorer.uploads import UPLOAD_MAX_BYTES
 from ui import knob_panel
-from ui.common import CONCURRENCY, MODEL_EVENT, QUEUE_SIZE, QUIET_EVENT
+from ui.common import CONCURRENCY, MODEL_EVENT, QUEUE_SIZE, QUIET_EVENT, user_errors
 from ui.tabs import gallery, map, metrics, search, subspaces
 from ui.text import summary
 
@@ -125,17 +124,13 @@ def _wire_rank_api(explorer: Explorer) -> None:
         mode: str,
     ) -> dict:
         """Base and EMCL rankings of the gallery for a text query (JSON)."""
-        try:
-            seed = explorer.defaults(mode if mode in ("joint", "inference") else None).seed
-            knobs = Knobs(
-                mode=mode, beta=beta, k=k, iters=iters, lam=lam, init=init, seed=seed, top_k=top_k
-            )
-            with torch.inference_mode():
-                return explorer.rank(query, knobs).to_json()
-        except KnobError as error:
-            raise gr.Error(str(error), print_exception=False) from None
+        seed = explorer.defaults(mode if mode in ("joint", "inference") else None).seed
+        knobs = Knobs(
+            mode=mode, beta=beta, k=k, iters=iters, lam=lam, init=init, seed=seed, top_k=top_k
+        )
+        return explorer.rank(query, knobs).to_json()
 
-    gr.api(rank, api_name="rank", **MODEL_EVENT)
+    gr.api(user_errors(rank), api_name="rank", **MODEL_EVENT)
 
 
 def launch_settings(

@@ -12,6 +12,7 @@ import gradio as gr
 import torch
 
 from emcl.explorer.knobs import KnobError
+from emcl.explorer.service import Explorer
 from emcl.video.errors import VideoDecodeError
 
 QUEUE_SIZE = 32
@@ -41,6 +42,12 @@ def user_errors(fn: Callable) -> Callable:
 def video_url(path: Path) -> str:
     """Gradio's file route for a file under ``allowed_paths`` (relative to the page)."""
     return "gradio_api/file=" + quote(str(path))
+
+
+def first_caption(explorer: Explorer, video_id: str) -> str:
+    """A gallery video's first caption, or ``""`` (shown beside results and map points)."""
+    captions = explorer.record(video_id).captions
+    return captions[0] if captions else ""
 
 
 def progress_callback(progress: gr.Progress) -> Callable[[float, str], None]:

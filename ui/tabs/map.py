@@ -11,7 +11,14 @@ import gradio as gr
 from emcl.explorer.knobs import Knobs
 from emcl.explorer.service import Explorer
 from ui import plots
-from ui.common import MODEL_EVENT, PROGRESS, progress_callback, user_errors, video_url
+from ui.common import (
+    MODEL_EVENT,
+    PROGRESS,
+    first_caption,
+    progress_callback,
+    user_errors,
+    video_url,
+)
 
 # Plotly clicks on the map -> the hidden "picked item" textbox (its change event).
 CLICK_JS = """
@@ -87,9 +94,8 @@ def wire(tab: MapTab, panel: Any, explorer: Explorer) -> None:
         if not item_id:
             return ""
         video_id, text, kind = explorer.map_item(item_id.split("|")[0])
-        record = explorer.record(video_id)
-        caption = text or (record.captions[0] if record.captions else "")
-        lines = [f"caption: {caption}", f"split: {record.split}"]
+        caption = text or first_caption(explorer, video_id)
+        lines = [f"caption: {caption}", f"split: {explorer.record(video_id).split}"]
         title = f"{'caption of ' if kind == 'text' else ''}{video_id}"
         return plots.video_html(video_url(explorer.video_path(video_id)), title, lines)
 

@@ -11,7 +11,7 @@ from emcl.explorer.knobs import Knobs
 from emcl.explorer.results import SearchResult
 from emcl.explorer.service import Explorer
 from ui import plots
-from ui.common import MODEL_EVENT, video_url
+from ui.common import MODEL_EVENT, first_caption, video_url
 from ui.knob_panel import KnobPanel
 
 
@@ -60,8 +60,7 @@ def render(explorer: Explorer, result: SearchResult) -> tuple[str, str, str, str
         return video_url(explorer.video_path(video_id))
 
     def caption(video_id: str) -> str:
-        captions = explorer.record(video_id).captions
-        return captions[0] if captions else ""
+        return first_caption(explorer, video_id)
 
     top, ranks = result.knobs.top_k, result.target_rank
     parts = [

@@ -11,7 +11,7 @@ import gradio as gr
 from emcl.explorer.knobs import Knobs
 from emcl.explorer.service import Explorer
 from ui import plots
-from ui.common import MODEL_EVENT
+from ui.common import MODEL_EVENT, first_caption
 from ui.knob_panel import KnobPanel
 from ui.text import SUBSPACE_HELP, grounding_table
 
@@ -29,11 +29,6 @@ class SubspacesTab:
     subspace_plot: gr.Plot
     full_plot: gr.Plot
     loadings_plot: gr.Plot
-
-
-def first_caption(explorer: Explorer, video_id: str) -> str:
-    captions = explorer.record(video_id).captions
-    return captions[0] if captions else ""
 
 
 def build(explorer: Explorer) -> SubspacesTab:
