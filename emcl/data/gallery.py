@@ -281,10 +281,9 @@ def build_gallery(
     preprocessing does) or an exact ``(h, w)``; default ``encoder.image_size`` or 224.
     Failures never raise: each skipped file is in ``gallery.report`` with its reason.
     """
-    return _build(
-        list(records), encoder, Path(cache_dir), num_frames, size, batch_size, workers, timeout,
-        backend, limits, progress, base=None,
-    )  # fmt: skip
+    size = _default_size(encoder) if size is None else size
+    options = _Extraction(num_frames, size, batch_size, workers, timeout, backend, limits, progress)
+    return _build(list(records), encoder, Path(cache_dir), options, base=None)
 
 
 def add_videos(
@@ -310,32 +309,38 @@ def add_videos(
         raise ValueError("gallery has no cache folder")
     s = gallery.settings
     size = tuple(s["size"]) if isinstance(s["size"], list) else s["size"]
-    return _build(
-        list(records), encoder, gallery.cache_dir.parent, s["num_frames"], size, batch_size,
-        workers, timeout, backend, limits, progress, base=gallery,
-    )  # fmt: skip
+    options = _Extraction(
+        s["num_frames"], size, batch_size, workers, timeout, backend, limits, progress
+    )
+    return _build(list(records), encoder, gallery.cache_dir.parent, options, base=gallery)
+
+
+@dataclass(frozen=True)
+class _Extraction:
+    """How videos are decoded and encoded for one build (the cache key uses the first three)."""
+
+    num_frames: int
+    size: Size  # resolved: never None here
+    batch_size: int
+    workers: int | None
+    timeout: float
+    backend: str
+    limits: Limits
+    progress: bool
 
 
 def _build(
     records: list[VideoRecord],
     encoder: VideoEncoder,
     cache_root: Path,
-    num_frames: int,
-    size: Size,
-    batch_size: int,
-    workers: int | None,
-    timeout: float,
-    backend: str,
-    limits: Limits,
-    progress: bool,
+    options: _Extraction,
     base: Gallery | None,
 ) -> Gallery:
     t0 = time.perf_counter()
     ids = [r.video_id for r in records]
     if len(set(ids)) != len(ids):
         raise ValueError("duplicate video ids in records")
-    size = _default_size(encoder) if size is None else size
-    settings = _settings(num_frames, size, backend)
+    settings = _settings(options.num_frames, options.size, options.backend)
     folder = cache_root / cache_key(encoder.fingerprint, settings)
     folder.mkdir(parents=True, exist_ok=True)
     report = GalleryReport(total=len(records), cache_dir=str(folder))
@@ -349,11 +354,10 @@ def _build(
         and not (r.video_id in cached and _same_file(cached[r.video_id].entry, stats[r.video_id]))
     ]  # fmt: skip
     if todo:
-        _extract(todo, stats, encoder, folder, cached, num_frames, size, batch_size, workers,
-                 timeout, backend, limits, progress, report)  # fmt: skip
+        _extract(todo, stats, encoder, folder, cached, options, report)
 
     fresh = {r.video_id for r in todo}
-    order, fe, ve = _assemble(records, cached, missing, fresh, base, report, num_frames)
+    order, fe, ve = _assemble(records, cached, missing, fresh, base, report, options.num_frames)
     if todo and len(list(folder.glob("shard-*.safetensors"))) > COMPACT_AFTER:
         _compact(folder, cached)
     report.seconds = round(time.perf_counter() - t0, 2)
@@ -420,21 +424,15 @@ def _extract(
     encoder: VideoEncoder,
     folder: Path,
     cached: dict[str, _Cached],
-    num_frames: int,
-    size: Size,
-    batch_size: int,
-    workers: int | None,
-    timeout: float,
-    backend: str,
-    limits: Limits,
-    progress: bool,
+    options: _Extraction,
     report: GalleryReport,
 ) -> None:
     """Decode and encode ``todo``; one shard per batch (failures included) as it completes."""
     from tqdm import tqdm
 
-    workers = workers or min(2, os.cpu_count() or 1)
-    bar = tqdm(total=len(todo), desc="indexing videos", unit="video", disable=not progress)
+    num_frames, size = options.num_frames, options.size
+    workers = options.workers or min(2, os.cpu_count() or 1)
+    bar = tqdm(total=len(todo), desc="indexing videos", unit="video", disable=not options.progress)
     batch: list[tuple[VideoRecord, np.ndarray, list[str]]] = []
     failed: list[dict[str, Any]] = []
 
@@ -472,9 +470,10 @@ def _extract(
         failed.clear()
 
     try:
-        with DecoderPool(workers, limits) as pool:
+        with DecoderPool(workers, options.limits) as pool:
+            paths = [r.path for r in todo]
             results = pool.imap(
-                [r.path for r in todo], num_frames, size, "uniform", timeout, backend
+                paths, num_frames, size, "uniform", options.timeout, options.backend
             )
             for r, res in zip(todo, results, strict=True):
                 if isinstance(res, VideoDecodeError):
@@ -483,7 +482,7 @@ def _extract(
                     )
                 else:
                     batch.append((r, center_crop(res.frames, size), res.notes))
-                if len(batch) >= batch_size or len(failed) >= batch_size:
+                if len(batch) >= options.batch_size or len(failed) >= options.batch_size:
                     flush()
             flush()
     finally:
