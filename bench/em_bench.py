@@ -8,7 +8,6 @@ dimensions, K bases and T iterations, ``T * 4 * N * D * K`` FLOP (``x^T mu`` and
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import time
@@ -18,6 +17,7 @@ import torch
 
 from emcl.core.em import EMParams
 from emcl.core.logits import emclnet_logits, inference_module_logits
+from emcl.fileio import atomic_write_json
 from emcl.retrieval.blocks import similarity_matrix
 from emcl.retrieval.index import GalleryIndex
 from emcl.retrieval.metrics import retrieval_metrics
@@ -57,29 +57,13 @@ def blocks_loop(
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--n", type=int, default=1000, help="texts = videos")
-    parser.add_argument("--dim", type=int, default=512)
-    parser.add_argument("--frames", type=int, default=12)
-    parser.add_argument("--json", help="also write the figures here")
-    args = parser.parse_args()
-    torch.manual_seed(0)
-    n, dim = args.n, args.dim
-    figures: dict[str, object] = {"threads": torch.get_num_threads()}
-
-    peak = matmul_gflops()
-    figures["matmul_gflops"] = round(peak, 1)
-    print(f"fp32 matmul (2048^3): {peak:.1f} GFLOP/s on {torch.get_num_threads()} threads")
-
-    params = EMParams(k=32, iters=9, lam=1.0, beta=3.0, init="reference", seed=0)
+def block_protocols(
+    text: torch.Tensor, videos: torch.Tensor, frames: torch.Tensor, params: EMParams, peak: float
+) -> dict[str, object]:
+    """Per-block loop vs batched (vs factorised) for both protocols, 1K × 1K by default."""
 
     def emcl(x: torch.Tensor) -> torch.Tensor:
         return params.run(x).embeddings
-
-    text = torch.nn.functional.normalize(torch.randn(n, dim), dim=-1)
-    videos = torch.nn.functional.normalize(text + 0.7 * torch.randn(n, dim), dim=-1)
-    frames = videos[:, None] + 0.3 * torch.randn(n, args.frames, dim)
 
     def inference_block(t: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return inference_module_logits(t, v, emcl)
@@ -87,25 +71,28 @@ def main() -> None:
     def emclnet_block(t: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
         return emclnet_logits(t, f, None, emcl, 3.0)
 
-    print("\nprotocol, 1K x 1K, K=32 T=9        seconds   vs loop   EM GFLOP/s (share of matmul)")
-    emclnet_blocks = math.ceil(n / 32) ** 2
+    n, dim, n_frames = text.shape[0], text.shape[1], frames.shape[1]
+    k, iters = params.k, params.iters
+    inference_flop = em_flop(128, dim, k, iters, math.ceil(n / 64) ** 2)
+    emclnet_flop = em_flop(32 * 32 + 32, dim, k, iters, math.ceil(n / 32) ** 2)
+    factorised_flop = em_flop(32 * n_frames + 32, dim, k, iters, math.ceil(n / 32) ** 2)
     runs = [
         (
             "inference 64x64: loop",
             lambda: blocks_loop(text, videos, 64, 64, inference_block),
-            em_flop(128, dim, params.k, params.iters, math.ceil(n / 64) ** 2),
+            inference_flop,
             None,
         ),
         (
             "inference 64x64: batched",
             lambda: similarity_matrix(text, videos=videos, params=params),
-            em_flop(128, dim, params.k, params.iters, math.ceil(n / 64) ** 2),
+            inference_flop,
             None,
         ),
         (
             "EMCL-Net 32x32: loop",
             lambda: blocks_loop(text, frames, 32, 32, emclnet_block),
-            em_flop(32 * 32 + 32, dim, params.k, params.iters, emclnet_blocks),
+            emclnet_flop,
             None,
         ),
         (
@@ -113,16 +100,18 @@ def main() -> None:
             lambda: similarity_matrix(
                 text, frames=frames, params=params, protocol="emclnet", factorize=False
             ),
-            em_flop(32 * 32 + 32, dim, params.k, params.iters, emclnet_blocks),
+            emclnet_flop,
             None,
         ),
         (
             "EMCL-Net 32x32: factorised",
             lambda: similarity_matrix(text, frames=frames, params=params, protocol="emclnet"),
-            em_flop(32 * 32 + 32, dim, params.k, params.iters, emclnet_blocks),
-            em_flop(32 * args.frames + 32, dim, params.k, params.iters, emclnet_blocks),
+            emclnet_flop,
+            factorised_flop,
         ),
     ]
+    print("\nprotocol, 1K x 1K, K=32 T=9        seconds   vs loop   EM GFLOP/s (share of matmul)")
+    figures: dict[str, object] = {}
     loop_seconds = {}
     for name, fn, flop, actual_flop in runs:
         seconds = timed(fn, repeat=1 if "EMCL-Net" in name else 3)
@@ -142,15 +131,13 @@ def main() -> None:
             "em_gflops": round(rate, 1),
             "share_of_matmul": round(rate / peak, 3),
         }
+    return figures
 
-    live = EMParams(k=7, iters=10, lam=0.1, beta=4.0, init="reference", seed=42)
-    live_s = timed(
-        lambda: retrieval_metrics(similarity_matrix(text, videos=videos, params=live)), repeat=3
-    )
-    figures["live_metrics_s"] = round(live_s, 3)
-    print(f"\nlive metrics (inference protocol, K=7 T=10, 1K x 1K + metrics): {live_s:.3f} s")
 
+def query_latency(dim: int, params: EMParams) -> dict[str, object]:
+    """p50 / p95 of one query with the shortlist re-rank, over random unit galleries."""
     print("\nquery latency, shortlist 64, K=32 T=9 (p50 / p95 ms over 50 queries)")
+    figures: dict[str, object] = {}
     for size in (1_000, 10_000, 100_000):
         gallery = torch.nn.functional.normalize(torch.randn(size, dim), dim=-1)
         index = GalleryIndex.build([f"v{i}" for i in range(size)], gallery)
@@ -165,10 +152,39 @@ def main() -> None:
         p50, p95 = latencies[len(latencies) // 2], latencies[int(0.95 * len(latencies)) - 1]
         figures[f"query_{size}"] = {"p50_ms": round(p50, 2), "p95_ms": round(p95, 2)}
         print(f"  {size:>7,d} videos: {p50:7.2f} / {p95:7.2f}")
+    return figures
 
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--n", type=int, default=1000, help="texts = videos")
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--frames", type=int, default=12)
+    parser.add_argument("--json", help="also write the figures here")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    figures: dict[str, object] = {"threads": torch.get_num_threads()}
+
+    peak = matmul_gflops()
+    figures["matmul_gflops"] = round(peak, 1)
+    print(f"fp32 matmul (2048^3): {peak:.1f} GFLOP/s on {torch.get_num_threads()} threads")
+
+    params = EMParams(k=32, iters=9, lam=1.0, beta=3.0, init="reference", seed=0)
+    text = torch.nn.functional.normalize(torch.randn(args.n, args.dim), dim=-1)
+    videos = torch.nn.functional.normalize(text + 0.7 * torch.randn(args.n, args.dim), dim=-1)
+    frames = videos[:, None] + 0.3 * torch.randn(args.n, args.frames, args.dim)
+    figures.update(block_protocols(text, videos, frames, params, peak))
+
+    live = EMParams(k=7, iters=10, lam=0.1, beta=4.0, init="reference", seed=42)
+    live_s = timed(
+        lambda: retrieval_metrics(similarity_matrix(text, videos=videos, params=live)), repeat=3
+    )
+    figures["live_metrics_s"] = round(live_s, 3)
+    print(f"\nlive metrics (inference protocol, K=7 T=10, 1K x 1K + metrics): {live_s:.3f} s")
+
+    figures.update(query_latency(args.dim, params))
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(figures, handle, indent=2)
+        atomic_write_json(args.json, figures, indent=2)
 
 
 if __name__ == "__main__":
