@@ -4,6 +4,7 @@
     python -m emcl evaluate --preset demo --json runs/eval-demo.json
     python -m emcl world --help
     torchrun --nproc_per_node=2 -m emcl train --preset msrvtt --data /data/msrvtt
+    torchrun --nproc_per_node=2 -m emcl extract --data DIR --checkpoint checkpoints/demo-base
 
 Each command is ``emcl/cli/<command>.py``'s ``main(argv)``, imported only when it runs (so one
 command's dependencies never slow down or break another).
@@ -18,6 +19,7 @@ COMMANDS = {
     "train": "train a model (emcl/cli/train.py)",
     "evaluate": "evaluate base vs EMCL retrieval (emcl/cli/evaluate.py)",
     "world": "build the synthetic demo world (emcl/cli/world.py)",
+    "extract": "index video features, sharded over torchrun ranks (emcl/cli/extract.py)",
 }
 
 

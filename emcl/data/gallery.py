@@ -15,10 +15,17 @@ features. Inside it:
 Every file is written through :mod:`emcl.fileio` (temp name, fsync, rename: atomic). Shards are
 self-describing, so an interrupted run leaves only complete shards and the next run recomputes
 nothing they hold.
-An entry is reused only if the file's size and mtime are unchanged (a touched file is
-re-extracted); a shard that fails to load or whose checksum differs is deleted and its videos
-are recomputed. Files that cannot be decoded are recorded with their reason (and not retried
-until they change).
+An entry is reused only if the file's size, mtime and quick content hash are unchanged (a
+touched file, or one replaced by other content of the same size and mtime, is re-extracted); a
+shard that fails to load or whose checksum differs is deleted and its videos are recomputed.
+Files that cannot be decoded are recorded with their reason (and not retried until they
+change).
+
+Videos longer than the window threshold are also indexed as overlapping windows
+(emcl/data/windows.py): their entry lists each window's row and span, stored in the same shard
+as the whole-video row. :mod:`emcl.data.sharding` runs the extraction over many processes: each
+writes shards for its part (``part=``, no compaction) and one merge (``extract=False``) reads
+them all and writes the manifest.
 """
 
 from __future__ import annotations
@@ -40,13 +47,25 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from emcl.data.datasets import VideoRecord
+from emcl.data.windows import (
+    DEFAULT_WINDOWS,
+    MAX_TIMELINE_FRAMES,
+    GalleryItems,
+    Span,
+    Windows,
+    WindowSpec,
+    gallery_items,
+    timeline_times,
+    window_frames,
+    window_spans,
+)
 from emcl.fileio import atomic_output, atomic_write
-from emcl.video.decoder import DecoderPool
+from emcl.video.decoder import Decoded, DecoderPool
 from emcl.video.errors import VideoDecodeError
 from emcl.video.probe import Limits, Size
 from emcl.video.sampling import center_crop
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: window rows, a sampled content hash
 COMPACT_AFTER = 16  # shards: beyond this, a finished build merges them into one
 # Bulk indexing probes headers with PyAV's demuxer inside the decoder child: the same checks
 # as ffprobe (allow-listed containers, size and duration caps) at ~1 ms instead of ~50 ms per
@@ -122,6 +141,7 @@ class Gallery:
     fingerprint: str
     settings: dict[str, Any]
     cache_dir: Path | None = None
+    windows: Windows | None = None  # the long videos' windows (None or empty: no long video)
 
     def __len__(self) -> int:
         return len(self.video_ids)
@@ -129,12 +149,31 @@ class Gallery:
     def index(self, video_id: str) -> int:
         return self.video_ids.index(video_id)
 
+    def items(self, ids: Sequence[str] | None = None) -> GalleryItems:
+        """One embedding row per indexed item (a short video, or a window of a long one) of
+        the videos ``ids`` (default: all, in gallery order), with each item's video and span."""
+        if ids is None:
+            return gallery_items(
+                self.video_ids, self.frame_embeddings, self.video_embeddings, self.windows
+            )
+        where = {v: i for i, v in enumerate(self.video_ids)}
+        rows = torch.tensor([where[v] for v in ids], dtype=torch.long)
+        return gallery_items(
+            list(ids), self.frame_embeddings[rows], self.video_embeddings[rows], self.windows
+        )
+
 
 # ---------------------------------------------------------------------------- cache files
 
 
+HASH_HEAD = 2**20  # bytes hashed at each end of a file
+HASH_SAMPLES = 16  # and this many 64 KiB pieces spread between them
+
+
 def file_stat(path: Path) -> dict[str, Any] | None:
-    """Size, mtime and a quick content hash (size + first and last MiB), or None if absent."""
+    """Size, mtime and a quick content hash, or None if absent. The hash covers the size,
+    the first and last MiB and 16 evenly spread 64 KiB pieces (all of a file up to ~3 MiB):
+    ~3 MiB read per file, whatever its size."""
     try:
         st = path.stat()
     except OSError:
@@ -142,19 +181,25 @@ def file_stat(path: Path) -> dict[str, Any] | None:
     h = hashlib.sha256(str(st.st_size).encode())
     try:
         with open(path, "rb") as f:
-            h.update(f.read(2**20))
-            if st.st_size > 2**21:
-                f.seek(-(2**20), os.SEEK_END)
-                h.update(f.read(2**20))
+            h.update(f.read(HASH_HEAD))
+            middle = st.st_size - 2 * HASH_HEAD
+            if middle > 0:
+                piece = 2**16
+                for k in range(HASH_SAMPLES):
+                    f.seek(HASH_HEAD + middle * k // HASH_SAMPLES)
+                    h.update(f.read(min(piece, middle)))
+            if st.st_size > HASH_HEAD:
+                f.seek(max(HASH_HEAD, st.st_size - HASH_HEAD))
+                h.update(f.read(HASH_HEAD))
     except OSError:
         return None
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "hash": h.hexdigest()[:32]}
 
 
 def _same_file(entry: dict[str, Any], stat: dict[str, Any] | None) -> bool:
-    return (
-        stat is not None and entry["size"] == stat["size"] and entry["mtime_ns"] == stat["mtime_ns"]
-    )
+    """Unchanged: same size, mtime *and* content hash (a file replaced by other content with
+    the same size and mtime differs in its hash)."""
+    return stat is not None and all(entry.get(k) == stat[k] for k in ("size", "mtime_ns", "hash"))
 
 
 def _tensor_digest(tensors: dict[str, Tensor]) -> str:
@@ -168,7 +213,7 @@ def _tensor_digest(tensors: dict[str, Tensor]) -> str:
 
 
 def _write_shard(
-    folder: Path, entries: list[dict[str, Any]], frames: Tensor, video: Tensor
+    folder: Path, entries: list[dict[str, Any]], frames: Tensor, video: Tensor, tag: str = ""
 ) -> Path:
     tensors = {"frames": frames.contiguous(), "video": video.contiguous()}
     meta = {
@@ -176,7 +221,9 @@ def _write_shard(
         "sha256": _tensor_digest(tensors),
         "version": str(CACHE_VERSION),
     }
-    name = f"shard-{time.time_ns()}-{os.getpid()}-{next(_shard_counter)}.safetensors"
+    # ``tag`` (e.g. "r3", the rank) keeps names unique across hosts sharing one folder
+    suffix = f"-{tag}" if tag else ""
+    name = f"shard-{time.time_ns()}-{os.getpid()}-{next(_shard_counter)}{suffix}.safetensors"
     with atomic_output(folder / name) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
     return folder / name
@@ -193,7 +240,7 @@ def _read_shard(path: Path) -> tuple[list[dict[str, Any]], dict[str, Tensor]]:
         raise ValueError(f"{path.name}: unreadable ({type(e).__name__}: {e})") from e
     if meta.get("sha256") != _tensor_digest(tensors):
         raise ValueError(f"{path.name}: checksum mismatch")
-    rows = sum(1 for e in entries if e.get("row") is not None)
+    rows = sum(len(_entry_rows(e)) for e in entries)
     if (
         set(tensors) != {"frames", "video"}
         or len(tensors["video"]) != rows
@@ -203,11 +250,29 @@ def _read_shard(path: Path) -> tuple[list[dict[str, Any]], dict[str, Tensor]]:
     return entries, tensors
 
 
+def _entry_rows(entry: dict[str, Any]) -> list[int]:
+    """The tensor rows an entry owns: its whole-video row, then its windows' rows."""
+    rows = [entry["row"]] if entry.get("row") is not None else []
+    return rows + [w["row"] for w in entry.get("windows", ())]
+
+
 @dataclass
 class _Cached:
     entry: dict[str, Any]
     frames: Tensor | None  # [T, D]
     video: Tensor | None  # [D]
+    windows: list[tuple[Span, Tensor, Tensor]] = field(default_factory=list)  # span, [T, D], [D]
+
+
+def _cached(entry: dict[str, Any], frames: Tensor, video: Tensor) -> _Cached:
+    """An entry with its rows taken from a shard's ``frames`` [B, T, D] and ``video`` [B, D]."""
+    row = entry.get("row")
+    if row is None:
+        return _Cached(entry, None, None)
+    spans = [
+        (tuple(w["span"]), frames[w["row"]], video[w["row"]]) for w in entry.get("windows", ())
+    ]
+    return _Cached(entry, frames[row], video[row], spans)  # type: ignore[arg-type]
 
 
 def _load_cache(folder: Path, report: GalleryReport) -> dict[str, _Cached]:
@@ -221,10 +286,7 @@ def _load_cache(folder: Path, report: GalleryReport) -> dict[str, _Cached]:
             path.unlink(missing_ok=True)
             continue
         for e in entries:
-            row = e.get("row")
-            f = t["frames"][row] if row is not None else None
-            v = t["video"][row] if row is not None else None
-            cached[e["video_id"]] = _Cached(e, f, v)
+            cached[e["video_id"]] = _cached(e, t["frames"], t["video"])
     return cached
 
 
@@ -242,7 +304,9 @@ def cache_key(fingerprint: str, settings: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _settings(num_frames: int, size: Size, backend: str) -> dict[str, Any]:
+def _settings(
+    num_frames: int, size: Size, backend: str, windows: WindowSpec | None
+) -> dict[str, Any]:
     from importlib.metadata import version
 
     return {
@@ -253,7 +317,30 @@ def _settings(num_frames: int, size: Size, backend: str) -> dict[str, Any]:
         "backend": backend,
         "decord": version("decord"),
         "pyav": version("av"),
+        "windows": windows.to_json() if windows is not None else None,
     }
+
+
+def cache_folder(
+    cache_dir: str | os.PathLike,
+    encoder: VideoEncoder,
+    *,
+    num_frames: int = 12,
+    size: Size = None,
+    backend: str = "auto",
+    windows: WindowSpec | None = DEFAULT_WINDOWS,
+    **_ignored: Any,
+) -> Path:
+    """The folder :func:`build_gallery` uses for this encoder and these settings (extra
+    keyword arguments, e.g. ``batch_size``, are accepted and do not matter)."""
+    size = _default_size(encoder) if size is None else size
+    settings = _settings(num_frames, size, backend, windows)
+    return Path(cache_dir) / cache_key(encoder.fingerprint, settings)
+
+
+def _window_spec(settings: dict[str, Any]) -> WindowSpec | None:
+    spec = settings.get("windows")
+    return WindowSpec(**spec) if spec else None
 
 
 def _default_size(encoder: Any) -> Size:
@@ -273,17 +360,28 @@ def build_gallery(
     timeout: float = 30.0,
     backend: str = "auto",
     limits: Limits = BULK_LIMITS,
+    windows: WindowSpec | None = DEFAULT_WINDOWS,
     progress: bool = True,
+    part: str | None = None,
+    extract: bool = True,
 ) -> Gallery:
     """Features for ``records`` (uniform sampler, ``num_frames`` frames), from cache where valid.
 
     ``size``: int ``s`` (short side resized to ``s``, then centre-cropped to ``s x s``, as CLIP
     preprocessing does) or an exact ``(h, w)``; default ``encoder.image_size`` or 224.
+    ``windows``: how videos longer than its threshold are also indexed as windows (None: never).
     Failures never raise: each skipped file is in ``gallery.report`` with its reason.
+
+    Sharded extraction (emcl/data/sharding.py): ``part`` names one process's share; its shards
+    carry the name, nothing is compacted and its report goes to ``parts/<part>.json`` instead
+    of the manifest. ``extract=False`` decodes nothing: records without a valid cache entry are
+    reported as skipped (``not_extracted``); this is the merge step.
     """
     size = _default_size(encoder) if size is None else size
-    options = _Extraction(num_frames, size, batch_size, workers, timeout, backend, limits, progress)
-    return _build(list(records), encoder, Path(cache_dir), options, base=None)
+    options = _Extraction(
+        num_frames, size, windows, batch_size, workers, timeout, backend, limits, progress, part
+    )
+    return _build(list(records), encoder, Path(cache_dir), options, base=None, extract=extract)
 
 
 def add_videos(
@@ -310,8 +408,9 @@ def add_videos(
     s = gallery.settings
     size = tuple(s["size"]) if isinstance(s["size"], list) else s["size"]
     options = _Extraction(
-        s["num_frames"], size, batch_size, workers, timeout, backend, limits, progress
-    )
+        s["num_frames"], size, _window_spec(s), batch_size, workers, timeout, backend, limits,
+        progress, None,
+    )  # fmt: skip
     return _build(list(records), encoder, gallery.cache_dir.parent, options, base=gallery)
 
 
@@ -321,12 +420,14 @@ class _Extraction:
 
     num_frames: int
     size: Size  # resolved: never None here
+    windows: WindowSpec | None
     batch_size: int
     workers: int | None
     timeout: float
     backend: str
     limits: Limits
     progress: bool
+    part: str | None  # one process's share of a sharded extraction (its shards' name tag)
 
 
 def _build(
@@ -335,12 +436,13 @@ def _build(
     cache_root: Path,
     options: _Extraction,
     base: Gallery | None,
+    extract: bool = True,
 ) -> Gallery:
     t0 = time.perf_counter()
     ids = [r.video_id for r in records]
     if len(set(ids)) != len(ids):
         raise ValueError("duplicate video ids in records")
-    settings = _settings(options.num_frames, options.size, options.backend)
+    settings = _settings(options.num_frames, options.size, options.backend, options.windows)
     folder = cache_root / cache_key(encoder.fingerprint, settings)
     folder.mkdir(parents=True, exist_ok=True)
     report = GalleryReport(total=len(records), cache_dir=str(folder))
@@ -353,18 +455,36 @@ def _build(
         if r.video_id not in missing
         and not (r.video_id in cached and _same_file(cached[r.video_id].entry, stats[r.video_id]))
     ]  # fmt: skip
-    if todo:
+    if todo and extract:
         _extract(todo, stats, encoder, folder, cached, options, report)
+    elif todo:  # the merge step: another process's share that never finished
+        for r in todo:
+            cached[r.video_id] = _Cached(_entry(
+                r, stats[r.video_id], reason="not_extracted",
+                message="no valid cache entry (its part did not finish, or the file changed "
+                "since): run the extraction again to resume",
+            ), None, None)  # fmt: skip
 
-    fresh = {r.video_id for r in todo}
-    order, fe, ve = _assemble(records, cached, missing, fresh, base, report, options.num_frames)
-    if todo and len(list(folder.glob("shard-*.safetensors"))) > COMPACT_AFTER:
+    fresh = {r.video_id for r in todo} if extract else set()
+    order, fe, ve, windows = _assemble(
+        records, cached, missing, fresh, base, report, options.num_frames
+    )
+    if (
+        options.part is None
+        and todo
+        and len(list(folder.glob("shard-*.safetensors"))) > COMPACT_AFTER
+    ):
         _compact(folder, cached)
     report.seconds = round(time.perf_counter() - t0, 2)
-    _write_reports(folder, report, encoder.fingerprint, settings)
+    if options.part is None:
+        _write_reports(folder, report, encoder.fingerprint, settings)
+    else:
+        atomic_write(folder / "parts" / f"{options.part}.json",
+                     json.dumps(report.to_json(), indent=1, sort_keys=True))  # fmt: skip
     return Gallery(
-        [r.video_id for r in order], order, fe, ve, report, encoder.fingerprint, settings, folder
-    )
+        [r.video_id for r in order], order, fe, ve, report, encoder.fingerprint, settings, folder,
+        windows,
+    )  # fmt: skip
 
 
 def _assemble(
@@ -375,12 +495,16 @@ def _assemble(
     base: Gallery | None,
     report: GalleryReport,
     num_frames: int,
-) -> tuple[list[VideoRecord], Tensor, Tensor]:
-    """The gallery's records and features: the base gallery's other videos first (add_videos),
-    then ``records`` in order; skips, warnings and counts go to ``report``."""
+) -> tuple[list[VideoRecord], Tensor, Tensor, Windows]:
+    """The gallery's records, features and windows: the base gallery's other videos first
+    (add_videos), then ``records`` in order; skips, warnings and counts go to ``report``."""
     order: list[VideoRecord] = []
     frames: list[Tensor] = []  # [n, T, D] pieces
     video: list[Tensor] = []  # [n, D] pieces
+    window_ids: list[str] = []
+    spans: list[Span] = []
+    window_f: list[Tensor] = []  # [n, T, D] pieces
+    window_v: list[Tensor] = []  # [n, D] pieces
     if base is not None:
         replaced = {r.video_id for r in records}
         keep = [i for i, v in enumerate(base.video_ids) if v not in replaced]
@@ -388,6 +512,12 @@ def _assemble(
         if keep:
             frames.append(base.frame_embeddings[keep])
             video.append(base.video_embeddings[keep])
+        if base.windows is not None and len(base.windows):
+            rows = [w for w, v in enumerate(base.windows.video_ids) if v not in replaced]
+            window_ids += [base.windows.video_ids[w] for w in rows]
+            spans += [base.windows.spans[w] for w in rows]
+            window_f.append(base.windows.frame_embeddings[rows])
+            window_v.append(base.windows.video_embeddings[rows])
         report.total += len(keep)
         report.reused += len(keep)
     rows_f, rows_v = [], []
@@ -409,13 +539,46 @@ def _assemble(
         order.append(r)
         rows_f.append(c.frames)
         rows_v.append(c.video)
+        for span, f, v in c.windows:
+            window_ids.append(r.video_id)
+            spans.append(span)
+            window_f.append(f[None])
+            window_v.append(v[None])
     if rows_f:
         frames.append(torch.stack(rows_f))
         video.append(torch.stack(rows_v))
     d_dim = video[0].shape[-1] if video else 0
     fe = torch.cat(frames) if frames else torch.zeros(0, num_frames, d_dim, dtype=torch.float16)
     ve = torch.cat(video) if video else torch.zeros(0, d_dim, dtype=torch.float16)
-    return order, fe, ve
+    windows = (
+        Windows(tuple(window_ids), tuple(spans), torch.cat(window_f), torch.cat(window_v))
+        if window_ids
+        else Windows.empty(num_frames, d_dim)
+    )
+    return order, fe, ve, windows
+
+
+def _encode(encoder: VideoEncoder, clips: np.ndarray, num_frames: int) -> tuple[Tensor, Tensor]:
+    """``clips`` uint8 [B, T, H, W, 3] -> fp16 CPU ``frames`` [B, T, D] and ``video`` [B, D]."""
+    with torch.inference_mode():
+        out = encoder.encode_videos(clips)
+    f_t = out["frames"].detach().to("cpu", torch.float16)  # [B, T, D]
+    v_t = out["video"].detach().to("cpu", torch.float16)  # [B, D]
+    if f_t.shape[:2] != (len(clips), num_frames) or v_t.shape != (len(clips), f_t.shape[-1]):
+        raise ValueError(f"encoder returned frames {tuple(f_t.shape)}, video {tuple(v_t.shape)}")
+    if not (torch.isfinite(f_t).all() and torch.isfinite(v_t).all()):
+        raise ValueError("encoder returned non-finite features (fp16 overflow?)")
+    return f_t, v_t
+
+
+def _duration(decoded: Decoded) -> float | None:
+    """The video's duration (s) from its header, else frames / fps; None when unknown."""
+    info = decoded.probe
+    if info is None:
+        return None
+    if info.duration_s:
+        return info.duration_s
+    return decoded.total_frames / info.fps if info.fps else None
 
 
 def _extract(
@@ -427,47 +590,62 @@ def _extract(
     options: _Extraction,
     report: GalleryReport,
 ) -> None:
-    """Decode and encode ``todo``; one shard per batch (failures included) as it completes."""
+    """Decode and encode ``todo``; one shard per batch (failures included) as it completes,
+    one shard per long video (its whole-video row and its windows)."""
     from tqdm import tqdm
 
     num_frames, size = options.num_frames, options.size
+    tag = "".join(ch for ch in options.part or "" if ch.isalnum())
     workers = options.workers or min(2, os.cpu_count() or 1)
     bar = tqdm(total=len(todo), desc="indexing videos", unit="video", disable=not options.progress)
     batch: list[tuple[VideoRecord, np.ndarray, list[str]]] = []
     failed: list[dict[str, Any]] = []
 
+    def store(entries: list[dict[str, Any]], f_t: Tensor | None, v_t: Tensor | None) -> None:
+        if f_t is None or v_t is None:
+            f_t = torch.zeros(0, num_frames, 0, dtype=torch.float16)
+            v_t = torch.zeros(0, 0, dtype=torch.float16)
+        _write_shard(folder, entries, f_t, v_t, tag)
+        for e in entries:
+            cached[e["video_id"]] = _cached(e, f_t, v_t)
+        bar.update(len(entries))
+
     def flush() -> None:
         entries, f_t, v_t = list(failed), None, None
         if batch:
-            frames = np.stack([f for _, f, _ in batch])  # [B, T, H, W, 3]
-            with torch.inference_mode():
-                out = encoder.encode_videos(frames)
-            f_t = out["frames"].detach().to("cpu", torch.float16)  # [B, T, D]
-            v_t = out["video"].detach().to("cpu", torch.float16)  # [B, D]
-            if f_t.shape[:2] != (len(batch), num_frames) or v_t.shape != (
-                len(batch),
-                f_t.shape[-1],
-            ):
-                raise ValueError(
-                    f"encoder returned frames {tuple(f_t.shape)}, video {tuple(v_t.shape)}"
-                )
-            if not (torch.isfinite(f_t).all() and torch.isfinite(v_t).all()):
-                raise ValueError("encoder returned non-finite features (fp16 overflow?)")
+            f_t, v_t = _encode(encoder, np.stack([f for _, f, _ in batch]), num_frames)
             for i, (r, _, notes) in enumerate(batch):
                 entries.append(_entry(r, stats[r.video_id], row=i, notes=notes))
-        if not entries:
-            return
-        if f_t is None:
-            f_t = torch.zeros(0, num_frames, 0, dtype=torch.float16)
-            v_t = torch.zeros(0, 0, dtype=torch.float16)
-        _write_shard(folder, entries, f_t, v_t)
-        for e in entries:
-            row = e.get("row")
-            cached[e["video_id"]] = _Cached(e, f_t[row] if row is not None else None,
-                                            v_t[row] if row is not None else None)  # fmt: skip
-        bar.update(len(entries))
+        if entries:
+            store(entries, f_t, v_t)
         batch.clear()
         failed.clear()
+
+    def long_video(
+        pool: DecoderPool, r: VideoRecord, res: Decoded, duration: float, spans: list[Span]
+    ) -> None:
+        """The whole-video row plus one row per window, in a shard of their own."""
+        notes = list(res.notes)
+        clips = [center_crop(res.frames, size)]
+        try:
+            timeline = pool.decode(r.path, MAX_TIMELINE_FRAMES, size, "fps",
+                                   options.timeout + duration, options.backend)  # fmt: skip
+        except VideoDecodeError as e:
+            notes.append(f"indexed whole, without windows: {e.reason} ({e.message[:200]})")
+            spans = []
+        else:
+            frames = center_crop(timeline.frames, size)
+            times = timeline_times(len(frames), duration)
+            clips += [window_frames(frames, times, s, num_frames) for s in spans]
+        parts = [
+            _encode(encoder, np.stack(clips[i : i + options.batch_size]), num_frames)
+            for i in range(0, len(clips), options.batch_size)
+        ]
+        f_t, v_t = torch.cat([f for f, _ in parts]), torch.cat([v for _, v in parts])
+        entry = _entry(r, stats[r.video_id], row=0, notes=notes)
+        entry["duration_s"] = round(duration, 3)
+        entry["windows"] = [{"row": i + 1, "span": list(s)} for i, s in enumerate(spans)]
+        store([entry], f_t, v_t)
 
     try:
         with DecoderPool(workers, options.limits) as pool:
@@ -481,7 +659,12 @@ def _extract(
                         _entry(r, stats[r.video_id], reason=res.reason, message=res.message)
                     )
                 else:
-                    batch.append((r, center_crop(res.frames, size), res.notes))
+                    duration = _duration(res)
+                    spans = window_spans(duration, options.windows)
+                    if spans and duration is not None:
+                        long_video(pool, r, res, duration, spans)
+                    else:
+                        batch.append((r, center_crop(res.frames, size), res.notes))
                 if len(batch) >= options.batch_size or len(failed) >= options.batch_size:
                     flush()
             flush()
@@ -510,11 +693,19 @@ def _compact(folder: Path, cached: dict[str, _Cached]) -> None:
     old = list(folder.glob("shard-*.safetensors"))
     entries, rows_f, rows_v = [], [], []
     for c in cached.values():
+        if c.entry.get("reason") == "not_extracted":
+            continue  # the merge step's placeholder, not a cache entry
         e = dict(c.entry)
         if c.frames is not None:
             e["row"] = len(rows_f)
             rows_f.append(c.frames)
             rows_v.append(c.video)
+            windows = []
+            for span, f, v in c.windows:
+                windows.append({"row": len(rows_f), "span": list(span)})
+                rows_f.append(f)
+                rows_v.append(v)
+            e["windows"] = windows
         entries.append(e)
     if not rows_f:
         return
@@ -545,6 +736,7 @@ def load_gallery(
     num_frames: int = 12,
     size: Size = 224,
     backend: str = "auto",
+    windows: WindowSpec | None = DEFAULT_WINDOWS,
 ) -> Gallery:
     """Every video cached for this model and settings, with no decoding and no file checks.
 
@@ -552,37 +744,34 @@ def load_gallery(
     shards. Use :func:`build_gallery` to also pick up added or changed files.
     """
     t0 = time.perf_counter()
-    settings = _settings(num_frames, size, backend)
+    settings = _settings(num_frames, size, backend, windows)
     folder = Path(cache_dir) / cache_key(fingerprint, settings)
     if not folder.is_dir():
         raise FileNotFoundError(f"no cache for this model/settings under {cache_dir}")
     report = GalleryReport(cache_dir=str(folder))
     cached = _load_cache(folder, report)
-    records, rows_f, rows_v = [], [], []
+    records = []
     for vid, c in cached.items():
         e = c.entry
         if e.get("row") is None:
-            report.skipped.append(
-                {"video_id": vid, "path": e["path"], "reason": e["reason"], "message": e["message"]}
-            )
+            report.skipped.append(_skip_row(e))
             continue
         records.append(
             VideoRecord(vid, Path(e["path"]), list(e.get("captions", [])), e.get("split", "all"))
         )
-        rows_f.append(c.frames)
-        rows_v.append(c.video)
-    report.total = len(cached)
-    report.reused = len(records)
-    report.seconds = round(time.perf_counter() - t0, 2)
-    d = rows_v[0].shape[-1] if rows_v else 0
-    fe = torch.stack(rows_f) if rows_f else torch.zeros(0, num_frames, d, dtype=torch.float16)
-    ve = torch.stack(rows_v) if rows_v else torch.zeros(0, d, dtype=torch.float16)
-    return Gallery(
-        [r.video_id for r in records], records, fe, ve, report, fingerprint, settings, folder
+    order, fe, ve, window_rows = _assemble(
+        records, cached, set(), set(), None, GalleryReport(), num_frames
     )
+    report.total = len(cached)
+    report.reused = len(order)
+    report.seconds = round(time.perf_counter() - t0, 2)
+    return Gallery(
+        [r.video_id for r in order], order, fe, ve, report, fingerprint, settings, folder,
+        window_rows,
+    )  # fmt: skip
 
 
 __all__ = [
     "BULK_LIMITS", "Gallery", "GalleryReport", "VideoEncoder", "add_videos", "build_gallery",
-    "cache_key", "load_gallery",
+    "cache_folder", "cache_key", "file_stat", "load_gallery",
 ]  # fmt: skip

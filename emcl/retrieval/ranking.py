@@ -7,6 +7,11 @@ EM context — which rows share one EM run (docs/design.md, "EM contexts"):
 - ``block``: the reference's evaluation protocol, the query against blocks of ``block_videos``
   videos, one EM run per block, all blocks batched.
 Scores depend on the context; the result says which one was used.
+
+Long videos as moments (emcl/data/windows.py): an index may hold several rows per video (its
+time windows). With an :class:`ItemMap` the rows are ranked as items and each column keeps
+every video's best item: a video's score is its best window's, and its hit carries that
+window's ``span``.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from emcl.retrieval.blocks import DEFAULT_BLOCK, PROTOCOLS, Protocol
 from emcl.retrieval.index import GalleryIndex, valid_rows
 
 Context = Literal["shortlist", "gallery", "block"]
+Span = tuple[float, float]
 CONTEXTS = ("shortlist", "gallery", "block")
 DEFAULT_SHORTLIST = 64
 SEARCH_BLOCK = DEFAULT_BLOCK["inference"][1]  # videos per EM run in the ``block`` context
@@ -42,6 +48,7 @@ class Hit:
     other_rank: int  # 1-based rank of the same video in the other column
     rank_change: int | None  # base rank - EMCL rank (positive: moved up); None in the base column
     is_target: bool = False  # the ground truth of a known caption
+    span: Span | None = None  # (start_s, end_s) of the matched window; None: the whole video
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -51,7 +58,24 @@ class Hit:
             "other_rank": self.other_rank,
             "rank_change": self.rank_change,
             "is_target": self.is_target,
+            "span": list(self.span) if self.span is not None else None,
         }
+
+
+@dataclass(frozen=True)
+class ItemMap:
+    """What each row of an item index shows (emcl.data.windows.GalleryItems gives both)."""
+
+    video_rows: Tensor  # [N] long: the position of the row's video (what ``Hit.index`` reports)
+    spans: tuple[Span | None, ...]  # [N] the row's time span; None: the whole video
+
+    def best_per_video(self, order: Tensor, rows: Tensor) -> Tensor:
+        """``order`` ``[M]`` (index positions, best first) -> the best position of each
+        video, best first ``[V]``; ``rows`` ``[M]`` maps index positions to item rows."""
+        owners = self.video_rows[rows[order]]  # [M] video of each ranked item
+        first = torch.full((int(self.video_rows.max()) + 1,), len(order), dtype=torch.long)
+        first.scatter_reduce_(0, owners, torch.arange(len(order)), "amin")
+        return order[first[first < len(order)].sort().values]
 
 
 @dataclass(frozen=True)
@@ -152,19 +176,22 @@ def _hits(
     other: dict[int, int],
     *,
     is_emcl: bool,
+    items: ItemMap | None = None,
 ) -> list[Hit]:
     rows = index.rows.tolist()
     hits = []
     for i in order.tolist():
         original = rows[i]
+        key = int(items.video_rows[original]) if items is not None else original
         hits.append(
             Hit(
                 video_id=index.video_ids[original],
-                index=original,
+                index=key,
                 score=float(values[i]),
-                rank=mine[original],
-                other_rank=other[original],
-                rank_change=(other[original] - mine[original]) if is_emcl else None,
+                rank=mine[key],
+                other_rank=other[key],
+                rank_change=(other[key] - mine[key]) if is_emcl else None,
+                span=items.spans[original] if items is not None else None,
             )
         )
     return hits
@@ -181,12 +208,15 @@ def rank_query(
     block_videos: int = 64,
     top_k: int = 10,
     protocol: Protocol = "inference",
+    items: ItemMap | None = None,
 ) -> Ranking:
     """Base (cosine) and EMCL rankings of ``index`` for one ``query`` embedding ``[D]``.
 
     ``protocol="emclnet"`` uses text-conditioned frame pooling when the index has frames.
     ``top_k`` larger than the gallery is clamped. Raises ``ValueError`` for an empty gallery or
-    an invalid query.
+    an invalid query. ``items``: the index rows are items (windows of long videos); the
+    shortlist and the EM run are over items, the columns, ranks and ``top_k`` over videos,
+    each at its best item (see the module docstring).
     """
     start = time.perf_counter()
     _check_request(query, index, context, protocol, top_k, shortlist_size)
@@ -212,14 +242,20 @@ def rank_query(
             f"EMCL re-ranks the top {len(candidates)} base candidates; the rest keep base order"
         )
 
-    rows = index.rows.tolist()
-    base_rank = {rows[i]: r + 1 for r, i in enumerate(base_order.tolist())}
-    emcl_rank = {rows[i]: r + 1 for r, i in enumerate(emcl_order.tolist())}
-    k = min(top_k, len(index))
+    key = index.rows if items is None else items.video_rows[index.rows]  # [M] rank-map keys
+    if items is not None:  # every video at its best item
+        base_order = items.best_per_video(base_order, index.rows)
+        emcl_order = items.best_per_video(emcl_order, index.rows)
+    keys = key.tolist()
+    base_rank = {keys[i]: r + 1 for r, i in enumerate(base_order.tolist())}
+    emcl_rank = {keys[i]: r + 1 for r, i in enumerate(emcl_order.tolist())}
+    k = min(top_k, len(base_order))
     emcl_value = torch.where(torch.isfinite(emcl_value), emcl_value, base)  # outside: base score
     return Ranking(
-        base=_hits(index, base_order[:k], base, base_rank, emcl_rank, is_emcl=False),
-        emcl=_hits(index, emcl_order[:k], emcl_value, emcl_rank, base_rank, is_emcl=True),
+        base=_hits(index, base_order[:k], base, base_rank, emcl_rank, is_emcl=False, items=items),
+        emcl=_hits(
+            index, emcl_order[:k], emcl_value, emcl_rank, base_rank, is_emcl=True, items=items
+        ),
         effective_k=k_eff,
         context=context,
         em_rows=em_rows,
@@ -236,6 +272,7 @@ __all__ = [
     "SEARCH_BLOCK",
     "Context",
     "Hit",
+    "ItemMap",
     "Ranking",
     "rank_query",
 ]
