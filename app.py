@@ -3,8 +3,10 @@
     python app.py                       # the bundled demo world and demo checkpoints
     python app.py --data DIR [--split test] [--checkpoint DIR] [--base-checkpoint DIR]
     python app.py --data DIR --model ViT-B-32 --pretrained /path/open_clip_model.safetensors
+    python app.py --host 0.0.0.0 --auth-file auth.txt [--allow-uploads]   # for a team
 
 Serves on 127.0.0.1:7860 unless --host/--port say otherwise; never creates a share link.
+Beyond loopback it needs --auth-file (python -m emcl.auth add USER) or an explicit --no-auth.
 """
 
 from __future__ import annotations
@@ -16,21 +18,20 @@ import torch
 
 from emcl.explorer.setup import load_explorer
 from ui.app import build_demo, launch_settings, queued
-from ui.flags import parse_args, setup_from
+from ui.flags import parse_args, serving_from, setup_from
 
 
 def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     args = parse_args(argv)
+    serving = serving_from(args)  # a bad password file stops here, before any model loads
     # Once, before any request thread exists; the cores this process may use (taskset, cgroups).
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     torch.set_num_threads(cores or 1)
     setup = setup_from(args)
     explorer = load_explorer(setup)
-    demo = queued(build_demo(explorer))
-    _, url, _ = demo.launch(
-        prevent_thread_lock=True, **launch_settings(setup, explorer, args.host, args.port)
-    )
+    demo = queued(build_demo(explorer, serving))
+    _, url, _ = demo.launch(prevent_thread_lock=True, **launch_settings(setup, explorer, serving))
     print(f"UI ready at {url} in {time.perf_counter() - start:.1f} s", flush=True)
     demo.block_thread()
 

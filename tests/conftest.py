@@ -90,14 +90,17 @@ def served_app(explorer_inputs, explorer):
     """The app launched on a free loopback port, as ``python app.py`` launches it."""
     import socket
 
+    from emcl.explorer.uploads import UploadLimits
     from ui import app
+    from ui.flags import Serving
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     setup = explorer_inputs["setup"]()
-    settings = app.launch_settings(setup, explorer, port=port)
-    demo = app.queued(app.build_demo(explorer))
+    serving = Serving(port=port, uploads=UploadLimits())  # uploads on: their routes are tested
+    settings = app.launch_settings(setup, explorer, serving)
+    demo = app.queued(app.build_demo(explorer, serving))
     server, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **settings)
     yield {
         "url": url,

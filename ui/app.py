@@ -3,6 +3,7 @@ settings the server launches with (docs/reliability.md §2)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 from typing import Any
@@ -12,12 +13,14 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline: no teleme
 import gradio as gr
 
 from emcl import paths
+from emcl.auth import Logins
 from emcl.explorer.knobs import Knobs
 from emcl.explorer.service import Explorer
 from emcl.explorer.setup import Setup
 from emcl.explorer.uploads import UPLOAD_MAX_BYTES
 from ui import knob_panel
 from ui.common import CONCURRENCY, MODEL_EVENT, QUEUE_SIZE, QUIET_EVENT, user_errors
+from ui.flags import Serving
 from ui.tabs import gallery, map, metrics, search, subspaces
 from ui.text import summary
 
@@ -25,8 +28,12 @@ ASSETS = paths.REPO_ROOT / "assets"
 MAX_FILE_SIZE = UPLOAD_MAX_BYTES  # per uploaded file, enforced by Gradio (413) and the explorer
 
 
-def build_demo(explorer: Explorer, title: str = "EMCL Explorer") -> gr.Blocks:
-    """The whole page for ``explorer``."""
+def build_demo(
+    explorer: Explorer, serving: Serving | None = None, title: str = "EMCL Explorer"
+) -> gr.Blocks:
+    """The whole page for ``explorer``; ``serving`` says whether uploads are on (default:
+    off) and with which caps."""
+    uploads = (serving or Serving()).uploads
     # Uploaded files in Gradio's cache are copied into the gallery; drop them after an hour.
     with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         active_tab = gr.State("search")
@@ -45,13 +52,13 @@ def build_demo(explorer: Explorer, title: str = "EMCL Explorer") -> gr.Blocks:
                 subspaces_tab = subspaces.build(explorer)
                 metrics_tab = metrics.build()
                 map_tab = map.build()
-                gallery_tab = gallery.build(explorer)
+                gallery_tab = gallery.build(explorer, uploads)
 
         search.wire(search_tab, panel, explorer, [subspaces_tab.video, subspaces_tab.caption])
         redraw = subspaces.wire(subspaces_tab, panel, explorer, active_tab)
         metrics.wire(metrics_tab, panel, explorer, demo)
         map.wire(map_tab, panel, explorer)
-        gallery.wire(gallery_tab, explorer, header, subspaces_tab.video)
+        gallery.wire(gallery_tab, explorer, header, subspaces_tab.video, uploads)
         tabs = {
             "search": search_tab.tab,
             "subspaces": subspaces_tab.tab,
@@ -133,24 +140,35 @@ def _wire_rank_api(explorer: Explorer) -> None:
     gr.api(user_errors(rank), api_name="rank", **MODEL_EVENT)
 
 
-def launch_settings(
-    setup: Setup,
-    explorer: Explorer,
-    host: str = "127.0.0.1",
-    port: int | None = 7860,
-    max_file_size: int = MAX_FILE_SIZE,
-) -> dict[str, Any]:
-    """``launch()`` keyword arguments: loopback, no share link, upload cap, and file routes
-    limited to the video folders, with checkpoints and caches blocked."""
+def _login_check(logins: Logins) -> Any:
+    """Gradio's ``auth``: the scrypt check runs in a worker thread, not on the event loop."""
+
+    async def check(user: str, password: str) -> bool:
+        return await asyncio.to_thread(logins, user, password)
+
+    return check
+
+
+def launch_settings(setup: Setup, explorer: Explorer, serving: Serving | None = None) -> dict:
+    """``launch()`` keyword arguments: the address (loopback by default), logins when a
+    password file is given, no share link, Gradio's upload route closed unless uploads are
+    on (then capped per file), and file routes limited to the video folders, with
+    checkpoints and caches blocked."""
+    serving = serving or Serving()
     blocked = [setup.features_dir, setup.maps_dir, setup.world_dir / "frame_concepts.json"]
     for checkpoint in (setup.base_checkpoint, setup.checkpoint, paths.CHECKPOINTS):
         if checkpoint is not None:
             blocked.append(Path(checkpoint))
     return {
-        "server_name": host,
-        "server_port": port,
+        "server_name": serving.host,
+        "server_port": serving.port,
         "share": False,
-        "max_file_size": max_file_size,
+        "auth": _login_check(serving.logins) if serving.logins is not None else None,
+        "auth_message": "EMCL Explorer: sign in with the account its operator gave you.",
+        "ssl_certfile": str(serving.ssl_certfile) if serving.ssl_certfile else None,
+        "ssl_keyfile": str(serving.ssl_keyfile) if serving.ssl_keyfile else None,
+        # 0 bytes: with uploads off, Gradio's upload route refuses every file (413).
+        "max_file_size": MAX_FILE_SIZE if serving.uploads is not None else 0,
         "allowed_paths": [str(p) for p in setup.video_dirs(explorer.snapshot.records)],
         "blocked_paths": [str(Path(p).resolve()) for p in blocked],
         "show_error": False,

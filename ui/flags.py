@@ -1,12 +1,43 @@
-"""The app's command-line flags and the :class:`Setup` they describe."""
+"""The app's command-line flags: the :class:`Setup` (data and models) and the
+:class:`Serving` (address, logins, uploads) they describe."""
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
+from dataclasses import dataclass
 from pathlib import Path
 
 from emcl import paths
+from emcl.auth import AuthFileError, Logins
 from emcl.explorer.setup import Setup
+from emcl.explorer.uploads import MIB, UploadLimits
+
+LOOPBACK = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class Serving:
+    """How the app is served (docs/reliability.md §2): loopback, no logins and no uploads
+    unless the flags say otherwise."""
+
+    host: str = LOOPBACK
+    port: int | None = 7860
+    logins: Logins | None = None  # None: no login page
+    uploads: UploadLimits | None = None  # None: uploads off
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` keeps the server on this machine (a name other than
+    ``localhost`` counts as reachable from outside)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -42,9 +73,73 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "./.cache in the repository)",
     )
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    ap.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
+    ap.add_argument("--host", default=LOOPBACK, help="bind address (default: loopback only)")
     ap.add_argument("--port", type=int, default=7860)
-    return ap.parse_args(argv)
+    team = ap.add_argument_group(
+        "serving beyond loopback",
+        "a --host other than loopback needs --auth-file or an explicit --no-auth",
+    )
+    team.add_argument(
+        "--auth-file",
+        type=Path,
+        help="logins (user:scrypt hash per line); create with `python -m emcl.auth add USER "
+        "--file PATH`",
+    )
+    team.add_argument("--no-auth", action="store_true", help="serve without a login page")
+    team.add_argument(
+        "--allow-uploads", action="store_true", help="let users add videos (off by default)"
+    )
+    team.add_argument(
+        "--upload-quota-mb",
+        type=int,
+        default=UploadLimits.per_user_bytes // MIB,
+        help="uploads per user, MiB (default %(default)s)",
+    )
+    team.add_argument(
+        "--upload-cap-mb",
+        type=int,
+        default=UploadLimits.total_bytes // MIB,
+        help="all uploads together, MiB (default %(default)s)",
+    )
+    team.add_argument("--ssl-certfile", type=Path, help="serve HTTPS with this certificate")
+    team.add_argument("--ssl-keyfile", type=Path, help="the certificate's private key")
+    args = ap.parse_args(argv)
+    if args.auth_file is not None and args.no_auth:
+        ap.error("--auth-file and --no-auth contradict each other; pick one")
+    if not is_loopback(args.host) and args.auth_file is None and not args.no_auth:
+        ap.error(
+            f"--host {args.host} serves beyond this machine: pass --auth-file PATH (create it "
+            "with `python -m emcl.auth add USER --file PATH`) or, knowingly, --no-auth"
+        )
+    if (args.ssl_certfile is None) != (args.ssl_keyfile is None):
+        ap.error("--ssl-certfile and --ssl-keyfile go together")
+    if args.upload_quota_mb < 0 or args.upload_cap_mb < 0:
+        ap.error("upload limits must be >= 0 MiB")
+    return args
+
+
+def serving_from(args: argparse.Namespace) -> Serving:
+    """The :class:`Serving` for parsed flags; an unusable password file stops the start-up
+    with the reason (SystemExit)."""
+    logins = None
+    if args.auth_file is not None:
+        try:
+            logins = Logins.from_file(args.auth_file)
+        except AuthFileError as error:
+            raise SystemExit(f"--auth-file: {error}") from None
+    uploads = None
+    if args.allow_uploads:
+        uploads = UploadLimits(
+            per_user_bytes=args.upload_quota_mb * MIB, total_bytes=args.upload_cap_mb * MIB
+        )
+    return Serving(
+        host=args.host,
+        port=args.port,
+        logins=logins,
+        uploads=uploads,
+        ssl_certfile=args.ssl_certfile,
+        ssl_keyfile=args.ssl_keyfile,
+    )
 
 
 def setup_from(args: argparse.Namespace) -> Setup:

@@ -10,7 +10,7 @@ import gradio as gr
 
 from emcl.explorer.knobs import Knobs
 from emcl.explorer.service import Explorer
-from ui import plots
+from ui import pickers, plots
 from ui.common import MODEL_EVENT, first_caption
 from ui.knob_panel import KnobPanel
 from ui.text import SUBSPACE_HELP, grounding_table
@@ -35,8 +35,8 @@ def build(explorer: Explorer) -> SubspacesTab:
     ids = [r.video_id for r in explorer.snapshot.records]
     with gr.Tab("Subspaces", id="subspaces") as tab:
         with gr.Row():
-            video = gr.Dropdown(
-                ids, value=ids[0] if ids else None, label="Video", scale=1, elem_id="emcl-sub-video"
+            video = pickers.picker(
+                explorer, ids[0] if ids else None, label="Video", scale=1, elem_id="emcl-sub-video"
             )
             caption = gr.Textbox(
                 value=first_caption(explorer, ids[0]) if ids else "",
@@ -76,6 +76,7 @@ def build(explorer: Explorer) -> SubspacesTab:
 def draw(explorer: Explorer, video_id: str, text: str, selection: str, knobs: Knobs) -> tuple:
     """The subspace figure, the full-space figure, the loadings, the score table and the
     selector's choices for one pair."""
+    video_id = pickers.resolve(explorer, video_id)
     result = explorer.align(video_id, text, knobs)
     a = result.alignment
     choices = ["auto"] + [f"s{s + 1}" for s in range(a.n_subspaces)]
@@ -134,7 +135,8 @@ def wire(
     def align_if_visible(
         video_id: str, text: str, selection: str, tab_name: str, knobs: Knobs
     ) -> tuple:
-        if tab_name != "subspaces" or not video_id or not (text or "").strip():
+        known = isinstance(video_id, str) and video_id in explorer.snapshot.position
+        if tab_name != "subspaces" or not known or not (text or "").strip():
             return tuple(gr.skip() for _ in outputs)
         return draw(explorer, video_id, text, selection, knobs)
 
@@ -149,9 +151,14 @@ def wire(
         **MODEL_EVENT,
     )
     tab.video.input(
-        lambda video_id: first_caption(explorer, video_id),
+        lambda video_id: (
+            first_caption(explorer, video_id)
+            if isinstance(video_id, str) and video_id in explorer.snapshot.position
+            else gr.skip()
+        ),
         tab.video,
         tab.caption,
         api_visibility="private",
     )
+    pickers.wire(tab.video, explorer)
     return SubspacesWiring(panel.bind(align_if_visible, before=before), inputs, outputs)
