@@ -10,7 +10,7 @@ import gradio as gr
 
 from emcl.explorer.knobs import SWEEPS, Knobs
 from emcl.explorer.service import Explorer
-from ui import plots
+from ui import exports, plots
 from ui.common import MODEL_EVENT, PROGRESS, progress_callback
 from ui.knob_panel import KnobPanel
 from ui.text import effective_k_line, metrics_caption
@@ -37,6 +37,7 @@ def build() -> MetricsTab:
     with gr.Tab("Metrics", id="metrics") as tab:
         note = gr.Markdown("")
         table = gr.Dataframe(headers=HEADERS, interactive=False, elem_id="emcl-metrics", wrap=True)
+        exports.wire_table(exports.build("metrics"), table, "metrics")  # the table as shown
         gr.Markdown(
             "R@K in %, MdR/MnR are 1-based ranks (lower is better). "
             "Recomputed on every knob change.",

@@ -10,7 +10,7 @@ import gradio as gr
 from emcl.explorer.knobs import Knobs
 from emcl.explorer.results import SearchResult
 from emcl.explorer.service import Explorer
-from ui import plots
+from ui import exports, plots
 from ui.common import MODEL_EVENT, first_caption, video_url
 from ui.knob_panel import KnobPanel
 
@@ -23,6 +23,7 @@ class SearchTab:
     status: gr.Markdown
     base_column: gr.HTML
     emcl_column: gr.HTML
+    downloads: exports.Downloads | None = None  # Export: CSV and JSON of the results
 
 
 def build(explorer: Explorer) -> SearchTab:
@@ -43,6 +44,7 @@ def build(explorer: Explorer) -> SearchTab:
                 [[e] for e in examples], inputs=[query], label="Example queries (test captions)"
             )
         status = gr.Markdown("", elem_id="emcl-status")
+        downloads = exports.build("results")
         columns = []
         with gr.Row(equal_height=False):
             for title, column in (("Base", "base"), ("EMCL", "emcl")):
@@ -50,7 +52,7 @@ def build(explorer: Explorer) -> SearchTab:
                     gr.Markdown(f"#### {title}", elem_classes="emcl-col-title")
                     empty = plots.results_html([], 1, str, str, column)
                     columns.append(gr.HTML(empty, elem_id=f"emcl-{column}"))
-    return SearchTab(tab, query, button, status, *columns)
+    return SearchTab(tab, query, button, status, *columns, downloads=downloads)
 
 
 def render(explorer: Explorer, result: SearchResult) -> tuple[str, str, str, str]:
@@ -106,3 +108,5 @@ def wire(tab: SearchTab, panel: KnobPanel, explorer: Explorer, send_to: list) ->
         trigger_mode="always_last",
         **MODEL_EVENT,
     )
+    if tab.downloads is not None:
+        exports.wire_search(tab.downloads, tab.query, panel, explorer)
