@@ -1,23 +1,49 @@
-"""The gallery index: unit-norm video embeddings ready to rank, bad rows left out."""
+"""The gallery index: unit-norm video embeddings ready to rank, bad rows left out.
+
+Ranking a query starts with :meth:`GalleryIndex.for_query`, the shortlist hook: the whole index
+for a small gallery (exact search), or, once an ANN index is attached (:meth:`with_ann`, above
+``AnnConfig.threshold`` videos), the ANN's candidates as a smaller index whose ``rows`` still
+name positions in the original gallery. Everything after it (exact cosines, the EMCL re-rank of
+the top M) is the same for both.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+if TYPE_CHECKING:
+    from emcl.retrieval.ann import AnnConfig, AnnIndex
+
 FP32_GALLERY_LIMIT = 50_000  # above this the index keeps only fp16 (2 bytes × D per video)
+_CHUNK = 65_536  # rows converted to fp32 at a time: a 1M gallery never needs a 2 GB fp32 copy
 
 
 def valid_rows(embeddings: Tensor) -> Tensor:
     """``[N]`` bool: rows that are finite and have a non-zero norm."""
+    if len(embeddings) > _CHUNK:
+        return torch.cat([valid_rows(part) for part in embeddings.split(_CHUNK)])
     finite = torch.isfinite(embeddings).all(dim=-1)
     norms = torch.nan_to_num(embeddings.float(), nan=0.0, posinf=0.0, neginf=0.0).norm(dim=-1)
     return finite & (norms > 0)
+
+
+def _normalised(embeddings: Tensor, rows: Tensor, dtype: torch.dtype) -> Tensor:
+    """``F.normalize(embeddings[rows])`` in ``dtype`` ``[M, D]``, computed in fp32 by chunks."""
+    out = torch.empty(len(rows), embeddings.shape[-1], dtype=dtype)
+    for start in range(0, len(rows), _CHUNK):
+        part = embeddings[rows[start : start + _CHUNK]].float()
+        out[start : start + _CHUNK] = F.normalize(part, dim=-1).to(dtype)
+    return out
 
 
 @dataclass(frozen=True)
@@ -33,6 +59,7 @@ class GalleryIndex:
     frames: Tensor | None = None  # [M, T, D] per-frame features (EMCL-Net protocol), or None
     frame_mask: Tensor | None = None  # [M, T]
     excluded: tuple[str, ...] = field(default=())
+    ann: AnnIndex | None = None  # approximate shortlist over ``embeddings`` rows, or exact
 
     @classmethod
     def build(
@@ -60,13 +87,56 @@ class GalleryIndex:
             )
         rows = keep.nonzero().flatten()
         dtype = torch.float32 if len(rows) <= FP32_GALLERY_LIMIT else torch.float16
-        embeddings = F.normalize(video_embeddings[rows].float(), dim=-1).to(dtype)
+        embeddings = _normalised(video_embeddings, rows, dtype)
         kept_frames = frames[rows].float() if frames is not None else None
         kept_mask = frame_mask[rows] if frame_mask is not None else None
         return cls(tuple(video_ids), embeddings, rows, kept_frames, kept_mask, excluded)
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def with_ann(
+        self,
+        folder: str | os.PathLike,
+        model_fingerprint: str,
+        config: AnnConfig | None = None,
+        log: Callable[[str], None] = print,
+    ) -> GalleryIndex:
+        """This index with an ANN shortlist attached if it has ``config.threshold`` rows or more
+        (else unchanged: exact search). The ANN index is loaded from ``folder`` when its
+        checksum and gallery fingerprint (``model_fingerprint``, ids, embeddings) match, else
+        built and saved there as ``ann-<fingerprint>.faiss``."""
+        from emcl.retrieval.ann import AnnConfig, ensure_ann, gallery_fingerprint
+
+        config = config or AnnConfig()
+        if len(self) < config.threshold:
+            return dataclasses.replace(self, ann=None)
+        kept = [self.video_ids[i] for i in self.rows.tolist()]
+        fingerprint = gallery_fingerprint(model_fingerprint, kept, self.embeddings)
+        path = Path(folder) / f"ann-{fingerprint[:16]}.faiss"
+        ann = ensure_ann(path, self.embeddings, fingerprint, config, log)
+        return dataclasses.replace(self, ann=ann)
+
+    def for_query(self, query: Tensor, size: int) -> GalleryIndex:
+        """The part of this index to rank for ``query`` ``[D]`` when ``size`` rows are needed.
+
+        Without an ANN index (or when ``size`` covers most of the gallery): ``self``. With one:
+        the ANN's best ``size × oversample`` rows as an index of their own, with ``rows``,
+        ``video_ids`` and ``excluded`` still naming the original gallery, fp32 embeddings and
+        no ANN (so a second call returns it unchanged). Its exact cosines decide the order.
+        """
+        if self.ann is None or size * self.ann.config.oversample >= len(self):
+            return self
+        found = self.ann.search(query[None], size * self.ann.config.oversample)[0]
+        keep = found[found >= 0].sort().values  # gallery order: ties break as in exact search
+        return GalleryIndex(
+            video_ids=self.video_ids,
+            embeddings=self.embeddings[keep].float(),  # fp32 cosines: fp16 ones tie at 1e-4
+            rows=self.rows[keep],
+            frames=self.frames[keep] if self.frames is not None else None,
+            frame_mask=self.frame_mask[keep] if self.frame_mask is not None else None,
+            excluded=self.excluded,
+        )
 
 
 __all__ = ["FP32_GALLERY_LIMIT", "GalleryIndex", "valid_rows"]
