@@ -201,3 +201,46 @@ def test_no_unsafe_torch_load_in_the_library():
             if name == "load_state_dict" and "strict" in keywords:
                 value = keywords["strict"]
                 assert not (isinstance(value, ast.Constant) and value.value is False), source
+
+
+# ---------------------------------------------------------------------------------------------
+# fp16 storage (the shipped checkpoints)
+# ---------------------------------------------------------------------------------------------
+def test_fp16_storage_halves_the_file_and_loads_to_the_rounded_fp32_weights(trained, tmp_path):
+    model, fp32 = trained
+    fp16 = checkpoint.convert_checkpoint(fp32, tmp_path / "half")
+    size32 = (fp32 / "model.safetensors").stat().st_size
+    size16 = (fp16 / "model.safetensors").stat().st_size
+    assert size16 < 0.51 * size32
+    stored = load_file(str(fp16 / "model.safetensors"))
+    assert {t.dtype for t in stored.values() if t.is_floating_point()} == {torch.float16}
+    meta = json.loads((fp16 / "config.json").read_text())
+    assert meta["storage"] == "float16" and meta["info"] == {"note": "test"}
+    loaded = load_checkpoint(fp16)
+    expected = model.state_dict()
+    for key, value in loaded.state_dict().items():  # reference: fp32 -> fp16 -> fp32 rounding
+        assert value.dtype == expected[key].dtype
+        assert torch.equal(value, expected[key].half().to(expected[key].dtype)), key
+    assert read_config(fp16)[0] == model.config
+
+
+def test_save_checkpoint_in_fp16_equals_converting_an_fp32_save(trained, tmp_path):
+    model, fp32 = trained
+    direct = save_checkpoint(model, tmp_path / "direct", extra={"note": "test"}, storage="float16")
+    converted = checkpoint.convert_checkpoint(fp32, tmp_path / "converted")
+    a = (direct / "model.safetensors").read_bytes()
+    assert a == (converted / "model.safetensors").read_bytes()
+
+
+def test_fp16_checkpoint_detects_a_swapped_weights_file(trained, tmp_path):
+    _, fp32 = trained
+    fp16 = checkpoint.convert_checkpoint(fp32, tmp_path / "half")
+    (fp16 / "model.safetensors").write_bytes((fp32 / "model.safetensors").read_bytes())
+    with pytest.raises(CheckpointError, match="SHA-256"):
+        load_checkpoint(fp16)
+
+
+def test_unknown_storage_is_refused(trained, tmp_path):
+    model, _ = trained
+    with pytest.raises(ValueError, match="storage must be one of"):
+        save_checkpoint(model, tmp_path / "x", storage="int8")

@@ -10,6 +10,11 @@
 
 The same helpers store the optimizer state for resuming training (``save_tensors`` /
 ``load_tensors``): tensors in safetensors, everything else in JSON.
+
+Storage precision: ``save_checkpoint(..., storage="float16")`` stores the floating tensors in
+fp16 (half the size; the shipped and exported checkpoints) and records ``"storage"`` in
+``config.json``; loading accepts either and casts into the model's fp32 parameters. Training
+state for ``--resume`` stays fp32 so a resumed run continues exactly.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from emcl.model.model import EMCLRetrievalModel
 FORMAT = "emcl-checkpoint/1"
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
+STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle", ".pt2")
 _PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # pickle protocol >= 2; torch's zip format
 
@@ -119,17 +125,49 @@ def load_tensors(
 # --------------------------------------------------------------------------------------------
 # Model checkpoints
 # --------------------------------------------------------------------------------------------
+def _stored(tensors: dict[str, Tensor], storage: str) -> dict[str, Tensor]:
+    """Floating tensors cast to the storage dtype; integer buffers untouched."""
+    if storage not in STORAGE_DTYPES:
+        raise ValueError(f"storage must be one of {sorted(STORAGE_DTYPES)}, got {storage!r}")
+    dtype = STORAGE_DTYPES[storage]
+    return {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
+
+
 def save_checkpoint(
-    model: EMCLRetrievalModel, path: str | os.PathLike, extra: dict[str, Any] | None = None
+    model: EMCLRetrievalModel,
+    path: str | os.PathLike,
+    extra: dict[str, Any] | None = None,
+    storage: str = "float32",
 ) -> Path:
     """Save ``model`` (weights incl. the EMCL prior buffer, and its config) to directory ``path``.
 
-    ``extra`` is stored in ``config.json`` under ``"info"`` (provenance, training summary).
+    ``extra`` is stored in ``config.json`` under ``"info"`` (provenance, training summary);
+    ``storage`` is ``"float32"`` or ``"float16"`` (the precision of the stored floating tensors).
     """
     path = Path(path)
-    meta = {"format": FORMAT, "model": model.config.to_dict(), "info": extra or {}}
-    save_tensors(path / WEIGHTS, path / CONFIG, model.state_dict(), meta)
+    meta = {"format": FORMAT, "storage": storage, "model": model.config.to_dict(),
+            "info": extra or {}}  # fmt: skip
+    save_tensors(path / WEIGHTS, path / CONFIG, _stored(model.state_dict(), storage), meta)
     return path
+
+
+def convert_checkpoint(
+    source: str | os.PathLike, target: str | os.PathLike, storage: str = "float16"
+) -> Path:
+    """Re-store a checkpoint's weights at ``storage`` precision (same config and ``info``).
+
+    ``target`` may equal ``source``: the weights are replaced first, then the config with the
+    new hash (an interruption in between is detected on load, as for any save).
+    """
+    weights, config_path = _resolve(Path(source))
+    tensors, meta = load_tensors(weights, config_path)
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{config_path}: unknown format {meta.get('format')!r}")
+    target = Path(target)
+    meta = {k: v for k, v in meta.items() if k not in ("weights_file", "weights_sha256")}
+    meta["storage"] = storage
+    save_tensors(target / WEIGHTS, target / CONFIG, _stored(tensors, storage), meta)
+    return target
 
 
 def _resolve(path: Path) -> tuple[Path, Path]:
@@ -202,7 +240,7 @@ def load_checkpoint(
         raise CheckpointError(f"invalid model config in {config_path}: {error}") from None
     model = EMCLRetrievalModel(config, load_pretrained=False)
     check_state(model.state_dict(), tensors, str(weights))
-    model.load_state_dict(tensors, strict=True)
+    model.load_state_dict(tensors, strict=True)  # copies cast fp16 storage to fp32
     return model.to(device).eval()
 
 
@@ -211,7 +249,9 @@ __all__ = [
     "FORMAT",
     "WEIGHTS",
     "CheckpointError",
+    "STORAGE_DTYPES",
     "check_state",
+    "convert_checkpoint",
     "load_checkpoint",
     "load_tensors",
     "read_config",

@@ -29,6 +29,7 @@ from emcl.model.checkpoint import (
     CONFIG,
     WEIGHTS,
     check_state,
+    convert_checkpoint,
     load_tensors,
     save_checkpoint,
     save_tensors,
@@ -340,14 +341,14 @@ def train(
 
 
 def export_run(run: Path, target: Path) -> None:
-    """Copy the selected (best) checkpoint plus the run's log, summary and config to ``target``.
+    """The selected (best) checkpoint stored in fp16, plus the run's log, summary and config, to
+    ``target`` (the shipped form: half the size; emcl/model/checkpoint.py).
 
     Each file is replaced atomically, the weights first: an export interrupted between the two
     leaves a config whose recorded hash does not match, which loading reports.
     """
-    sources = [run / "best" / WEIGHTS, run / "best" / CONFIG]
-    sources += [run / name for name in RUN_FILES if (run / name).is_file()]
-    for source in sources:
+    convert_checkpoint(run / "best", target, storage="float16")
+    for source in [run / name for name in RUN_FILES if (run / name).is_file()]:
         with atomic_output(target / source.name) as tmp:
             shutil.copyfile(source, tmp)
 
