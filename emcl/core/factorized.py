@@ -30,6 +30,16 @@ def worth_it(block_texts: int, num_frames: int) -> bool:
     return block_texts > num_frames
 
 
+def factorized_cost(
+    n_texts: int, n_videos: int, n_frames: int, dim: int, k: int, iters: int
+) -> float:
+    """Multiply-adds of one block by this route (per iteration: E- and M-step products)."""
+    rows = n_videos * n_frames + n_texts
+    pooling = 2 * n_texts * n_videos * n_frames * k
+    setup = n_texts * n_videos * n_frames * (dim + n_frames)  # weights and Gram contractions
+    return float(setup + iters * (2 * rows * dim * k + pooling))
+
+
 def emclnet_logits_factorized(
     text: Tensor,
     frames: Tensor,

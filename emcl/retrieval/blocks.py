@@ -9,8 +9,10 @@ import torch
 from torch import Tensor
 
 from emcl.core.em import EMParams
-from emcl.core.factorized import emclnet_logits_factorized, worth_it
+from emcl.core.factorized import emclnet_logits_factorized, factorized_cost, worth_it
+from emcl.core.gram import gram_cost
 from emcl.core.logits import emclnet_logits, inference_module_logits
+from emcl.retrieval.emclnet_table import EmclNetTable
 
 Protocol = Literal["inference", "emclnet"]
 PROTOCOLS = ("inference", "emclnet")
@@ -59,7 +61,9 @@ def similarity_matrix(
     conditioned pooling, EM on ``[pooled; texts]``, 32 × 32 blocks). ``params=None`` gives the
     scores without EMCL (no blocking needed; it does not change them). With ``factorize`` the
     EMCL-Net EM runs on the frame rows instead of the pooled rows where that is cheaper
-    (``emcl.factorized``; same result up to float summation order). Blocks of equal shape run
+    (``emcl.core.factorized``), or through each block's Gram matrix (``emcl.core.gram``, via
+    :class:`~emcl.retrieval.emclnet_table.EmclNetTable`, as the app's live metrics do), whichever
+    costs fewer FLOP (same result up to float summation order). Blocks of equal shape run
     in one batched call; ``max_rows_per_call`` bounds one call: on a CPU small calls keep their
     blocks in cache (``bench/em_bench.py``: larger calls are memory-bound and slower), on a GPU
     large calls amortise the kernel launches.
@@ -91,6 +95,13 @@ def similarity_matrix(
             return params.run(x, init_prior).embeddings
 
     n_frames = frames.shape[1] if frames is not None else 0
+    if protocol == "emclnet" and params is not None and factorize:
+        dim, k, iters = text.shape[-1], params.k, params.iters
+        gram = gram_cost(block_texts, block_videos, n_frames, dim, k, iters)
+        if gram <= factorized_cost(block_texts, block_videos, n_frames, dim, k, iters):
+            blocks = (block_texts, block_videos)
+            table = EmclNetTable(text, frames, frame_mask, frame_temp, blocks, keep_geometry=False)
+            return table.scores(params, prior)
     for (bt, bv), pairs in _groups_by_shape(n_texts, n_videos, block_texts, block_videos).items():
         fast = protocol == "emclnet" and params is not None and factorize and worth_it(bt, n_frames)
         if protocol == "inference":
