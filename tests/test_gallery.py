@@ -194,3 +194,42 @@ def test_many_shards_are_compacted(corpus, tmp_path, monkeypatch):
     assert enc.encoded == 0 and g2.video_ids == g1.video_ids
     assert torch.equal(g2.frame_embeddings, g1.frame_embeddings)
     assert {s["video_id"] for s in g2.report.skipped} == {"empty", "text", "half", "gone"}
+
+
+def free_box(size: int) -> bytes:
+    """An MP4 ``free`` box of ``size`` bytes: padding every reader skips."""
+    return size.to_bytes(4, "big") + b"free" + bytes(size - 8)
+
+
+@pytest.mark.parametrize("where", ["start", "middle"])
+def test_same_size_and_mtime_but_new_content_is_reextracted(tmp_path, make_clip, where):
+    """A file replaced by other content of the same size and modification time (a copy
+    tool preserving mtime): the content hash differs, so it is indexed again."""
+    path = make_clip("a.mp4", n=12)
+    if where == "middle":  # a large file: the change lies beyond the first and last MiB
+        path.write_bytes(path.read_bytes() + free_box(3 * 2**20))
+    original = path.read_bytes()
+    records = [VideoRecord("a", path)]
+    g1 = build(records, TinyEncoder(), tmp_path / "cache")
+    assert g1.video_ids == ["a"]
+    st = path.stat()
+    if where == "start":  # a different, smaller clip padded to the same size
+        other = make_clip("b.mp4", n=6, size=(64, 80)).read_bytes()
+        replacement = other + free_box(len(original) - len(other))
+    else:  # one byte changed inside the padding, at one of the hash's sampled pieces
+        data = bytearray(original)
+        middle = len(original) - 2 * gallery_mod.HASH_HEAD
+        data[gallery_mod.HASH_HEAD + middle * 5 // gallery_mod.HASH_SAMPLES + 7] ^= 0xFF
+        replacement = bytes(data)
+    assert len(replacement) == len(original) and replacement != original
+    path.write_bytes(replacement)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    enc = TinyEncoder()
+    g2 = build(records, enc, tmp_path / "cache")
+    assert enc.encoded == 1 and g2.report.extracted == 1 and g2.report.reused == 0
+    if where == "start":
+        assert not torch.equal(g2.video_embeddings, g1.video_embeddings)
+    enc = TinyEncoder()
+    build(records, enc, tmp_path / "cache")  # and reused after that
+    assert enc.encoded == 0

@@ -58,7 +58,7 @@ def window_spans(duration_s: float | None, spec: WindowSpec | None) -> list[Span
         return []
     last = duration_s - spec.length_s
     starts = [k * spec.stride_s for k in range(math.floor(last / spec.stride_s + 1e-9) + 1)]
-    if last - starts[-1] > 1e-6:
+    if last - starts[-1] > 1e-3:  # (spans are rounded to ms)
         starts.append(last)  # the tail: a window that ends at the end
     return [(round(s, 3), round(min(s + spec.length_s, duration_s), 3)) for s in starts]
 
