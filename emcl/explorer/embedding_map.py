@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 from emcl.explorer.knobs import KnobError, Knobs
@@ -15,7 +16,19 @@ from emcl.explorer.snapshot import Snapshot
 if TYPE_CHECKING:
     from emcl.explorer.service import Explorer, Progress
 
-MAX_MAP_POINTS = 4000
+# Points per map (videos + captions). UMAP's fit grows faster than linearly: on 2 busy cores
+# a map (two fits) of 1,000 points took 26 s, of 2,000 87 s and of 4,000 218 s (python -m
+# bench.map_bench; bench/results/map_umap_times.json). Above this many points a seeded
+# uniform sample is mapped, so a map stays around a minute; repeats come from the disk cache.
+MAX_MAP_POINTS = 2000
+
+
+def sample_rows(n: int, limit: int, seed: int) -> np.ndarray:
+    """All of ``range(n)`` when ``n <= limit``, else ``limit`` of them drawn uniformly
+    without replacement with ``seed``; sorted either way."""
+    if n <= limit:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
 
 
 def embedding_map(
@@ -26,8 +39,10 @@ def embedding_map(
     method: str = "auto",
 ) -> MapResult:
     """Maps of the active model's videos and captions before and after EMCL (one EM run over
-    all of them: the ``gallery`` context), and the modality gap before and after. ``method``:
-    auto (UMAP, PCA below 15 points), umap or pca; results are cached per input."""
+    all of them: the ``gallery`` context), and the modality gap before and after. Above
+    ``max_points`` a seeded sample of the videos (half the points) and of their captions is
+    mapped, and the note says so. ``method``: auto (UMAP, PCA below 15 points), umap or pca;
+    results are cached per input."""
     snap = explorer.snapshot
     view = snap.view(knobs.mode)
     key = (snap.version, view.name, knobs.em_key(), max_points, method)
@@ -47,10 +62,15 @@ def _embedding_map(
     view = snap.view(knobs.mode)
     params, prior = knobs.params(), explorer.prior(knobs)
     ids = [r.video_id for r in snap.records]  # index rows are gallery positions
-    n_videos = min(len(view.index), max_points // 2)
-    captions = [i for i, o in enumerate(snap.caption_owner.tolist()) if o < n_videos]
-    captions = captions[: max_points - n_videos]
-    stacked = torch.cat([view.index.embeddings[:n_videos].float(), view.texts[captions]])  # [N, D]
+    total_videos, total_captions = len(view.index), len(snap.captions)
+    videos = sample_rows(total_videos, max_points // 2, knobs.seed).tolist()
+    n_videos = len(videos)
+    chosen = set(videos)
+    owned = [i for i, o in enumerate(snap.caption_owner.tolist()) if o in chosen]
+    keep = sample_rows(len(owned), max_points - n_videos, knobs.seed + 1)
+    captions = [owned[i] for i in keep.tolist()]
+    vectors = view.index.embeddings[torch.tensor(videos, dtype=torch.long)].float()  # [Nv, D]
+    stacked = torch.cat([vectors, view.texts[captions]])  # [N, D]
     with torch.inference_mode():
         after = params.run(stacked, prior).embeddings
     progress(0.1, "projecting (before EMCL)")
@@ -64,13 +84,25 @@ def _embedding_map(
         coords_before=before_xy,
         coords_after=after_xy,
         modality=["video"] * n_videos + ["text"] * len(captions),
-        item_ids=[f"video:{v}" for v in ids[:n_videos]] + [f"text:{i}" for i in captions],
-        labels=[f"video {v}" for v in ids[:n_videos]]
+        item_ids=[f"video:{ids[v]}" for v in videos] + [f"text:{i}" for i in captions],
+        labels=[f"video {ids[v]}" for v in videos]
         + [f"“{snap.captions[i]}” ({owners[j]})" for j, i in enumerate(captions)],
         gap_before=modality_gap(stacked[:n_videos], stacked[n_videos:]),
         gap_after=modality_gap(after[:n_videos], after[n_videos:]),
         method=used,
-        note=f"{n_videos} videos + {len(captions)} captions; EM over all of them at once",
+        note=_note(n_videos, total_videos, len(captions), total_captions, max_points, knobs.seed),
+    )
+
+
+def _note(n_videos: int, videos: int, n_captions: int, captions: int, limit: int, seed: int) -> str:
+    """What the map shows; says plainly when it is a sample and why."""
+    shown = f"{n_videos} videos + {n_captions} captions; EM over all of them at once"
+    if n_videos == videos and n_captions == captions:
+        return shown
+    return (
+        f"SAMPLE: {n_videos:,} of {videos:,} videos and {n_captions:,} of {captions:,} "
+        f"captions (seed {seed}); UMAP over more than {limit:,} points would take over a "
+        f"minute. {shown}"
     )
 
 

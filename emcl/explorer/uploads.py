@@ -147,7 +147,7 @@ def add_uploads(
 
 
 def _mib(n: int) -> str:
-    return f"{n / MIB:.0f} MiB"
+    return f"{n / MIB:.1f} MiB"
 
 
 def _over_limits(

@@ -81,6 +81,17 @@ def wire(tab: MapTab, panel: Any, explorer: Explorer) -> None:
             m.gap_after,
             m.method,
         )
+        if m.note.startswith("SAMPLE"):  # a sampled map says so on the figure itself
+            figure.add_annotation(
+                text=m.note.split(". ")[0] + ".",
+                xref="paper",
+                yref="paper",
+                x=0.5,
+                y=-0.08,
+                showarrow=False,
+                font={"size": 12, "color": "#b45309"},
+            )
+            figure.update_layout(margin={"b": 60})
         note = (
             f"**Modality gap** (distance between the video and caption centroids of the "
             f"L2-normalised embeddings): **{m.gap_before:.3f}** before → "
