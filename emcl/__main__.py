@@ -3,6 +3,7 @@
     python -m emcl train --preset demo --out runs/demo-emcl --export checkpoints/demo-emcl
     python -m emcl evaluate --preset demo --json runs/eval-demo.json
     python -m emcl world --help
+    python -m emcl index query INDEX "a man is cooking"   (also: python -m emcl.index ...)
     torchrun --nproc_per_node=2 -m emcl train --preset msrvtt --data /data/msrvtt
     torchrun --nproc_per_node=2 -m emcl extract --data DIR --checkpoint checkpoints/demo-base
 
@@ -20,6 +21,7 @@ COMMANDS = {
     "evaluate": "evaluate base vs EMCL retrieval (emcl/cli/evaluate.py)",
     "world": "build the synthetic demo world (emcl/cli/world.py)",
     "extract": "index video features, sharded over torchrun ranks (emcl/cli/extract.py)",
+    "index": "build, query and export a search index (emcl/cli/index.py)",
 }
 
 

@@ -1,4 +1,4 @@
-"""Search a gallery from the command line: ``python -m emcl.index build|query|export``.
+"""Search a gallery from the command line: build an index, query it, export it.
 
     python -m emcl.index build --data DIR --out INDEX --checkpoint checkpoints/demo-base
     python -m emcl.index build --embeddings clips.parquet --out INDEX --checkpoint DIR
