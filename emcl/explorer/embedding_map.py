@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from emcl.explorer.service import Explorer, Progress
 
 # Points per map (videos + captions). UMAP's fit grows faster than linearly: on 2 busy cores
-# a map (two fits) of 1,000 points took 26 s, of 2,000 87 s and of 4,000 218 s (python -m
+# a map (two fits) of 1,000 points took 14 s, of 2,000 61 s and of 3,000 74 s (python -m
 # bench.map_bench; bench/results/map_umap_times.json). Above this many points a seeded
 # uniform sample is mapped, so a map stays around a minute; repeats come from the disk cache.
 MAX_MAP_POINTS = 2000
