@@ -171,3 +171,23 @@ def test_the_extract_command_indexes_and_merges(tiny_world, tmp_path, capsys):
         (tmp_path / "video20.mp4").rename(tiny_world / "videos" / "video20.mp4")
     with pytest.raises(SystemExit):
         main([*argv, "--windows", "10,30"])
+
+
+def test_a_rank_reads_only_the_shards_of_its_own_share(corpus, tmp_path, monkeypatch):
+    import emcl.data.gallery as gallery_mod
+
+    extract_part(corpus, TinyEncoder(), tmp_path / "cache", Rank(0, 2), **OPTIONS)
+    loaded: list[str] = []
+    real = gallery_mod._cached
+
+    def spy(entry, frames, video):
+        loaded.append(entry["video_id"])
+        return real(entry, frames, video)
+
+    monkeypatch.setattr(gallery_mod, "_cached", spy)
+    extract_part(corpus, TinyEncoder(), tmp_path / "cache", Rank(1, 2), **OPTIONS)
+    mine = {r.video_id for r in shard_records(corpus, 1, 2)}
+    assert loaded and set(loaded) <= mine  # rank 0's features were never read
+    loaded.clear()
+    merge_parts(corpus, TinyEncoder(), tmp_path / "cache", 2, **OPTIONS)
+    assert set(loaded) == {r.video_id for r in corpus}  # the merge reads everything

@@ -54,9 +54,9 @@ from emcl.data.windows import (
     Span,
     Windows,
     WindowSpec,
+    decoded_duration,
     gallery_items,
-    timeline_times,
-    window_frames,
+    window_clips,
     window_spans,
 )
 from emcl.fileio import atomic_output, atomic_write
@@ -229,13 +229,19 @@ def _write_shard(
     return folder / name
 
 
-def _read_shard(path: Path) -> tuple[list[dict[str, Any]], dict[str, Tensor]]:
-    """Entries and tensors of one shard; raises ValueError if it is damaged in any way."""
+def _read_shard(
+    path: Path, wanted: set[str] | None = None
+) -> tuple[list[dict[str, Any]], dict[str, Tensor] | None]:
+    """Entries and tensors of one shard; raises ValueError if it is damaged in any way.
+    With ``wanted`` ids, a shard holding none of them is not read beyond its header
+    (tensors ``None``): one rank of a sharded run reads only its own share."""
     try:
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
+            entries = json.loads(meta["entries"])
+            if wanted is not None and not any(e["video_id"] in wanted for e in entries):
+                return entries, None
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
-        entries = json.loads(meta["entries"])
     except Exception as e:  # safetensors raises several types on truncated/garbled files
         raise ValueError(f"{path.name}: unreadable ({type(e).__name__}: {e})") from e
     if meta.get("sha256") != _tensor_digest(tensors):
@@ -275,15 +281,21 @@ def _cached(entry: dict[str, Any], frames: Tensor, video: Tensor) -> _Cached:
     return _Cached(entry, frames[row], video[row], spans)  # type: ignore[arg-type]
 
 
-def _load_cache(folder: Path, report: GalleryReport) -> dict[str, _Cached]:
-    """Every valid entry in ``folder`` by video id (later shards win); damaged shards deleted."""
+def _load_cache(
+    folder: Path, report: GalleryReport, wanted: set[str] | None = None
+) -> dict[str, _Cached]:
+    """Every valid entry in ``folder`` by video id (later shards win); damaged shards deleted.
+    ``wanted``: only shards holding one of these ids are read (entries of other ids may come
+    along with them)."""
     cached: dict[str, _Cached] = {}
     for path in sorted(folder.glob("shard-*.safetensors"), key=lambda p: _shard_order(p.name)):
         try:
-            entries, t = _read_shard(path)
+            entries, t = _read_shard(path, wanted)
         except ValueError as e:
             report.corrupt_shards.append(str(e))
             path.unlink(missing_ok=True)
+            continue
+        if t is None:
             continue
         for e in entries:
             cached[e["video_id"]] = _cached(e, t["frames"], t["video"])
@@ -446,7 +458,8 @@ def _build(
     folder = cache_root / cache_key(encoder.fingerprint, settings)
     folder.mkdir(parents=True, exist_ok=True)
     report = GalleryReport(total=len(records), cache_dir=str(folder))
-    cached = _load_cache(folder, report)
+    # a part reads only shards of its own share; a whole build reads all (it may compact)
+    cached = _load_cache(folder, report, set(ids) if options.part is not None else None)
 
     stats = {r.video_id: file_stat(r.path) for r in records}
     missing = {r.video_id for r in records if stats[r.video_id] is None}  # not worth a shard
@@ -571,16 +584,6 @@ def _encode(encoder: VideoEncoder, clips: np.ndarray, num_frames: int) -> tuple[
     return f_t, v_t
 
 
-def _duration(decoded: Decoded) -> float | None:
-    """The video's duration (s) from its header, else frames / fps; None when unknown."""
-    info = decoded.probe
-    if info is None:
-        return None
-    if info.duration_s:
-        return info.duration_s
-    return decoded.total_frames / info.fps if info.fps else None
-
-
 def _extract(
     todo: list[VideoRecord],
     stats: dict[str, dict[str, Any] | None],
@@ -634,9 +637,7 @@ def _extract(
             notes.append(f"indexed whole, without windows: {e.reason} ({e.message[:200]})")
             spans = []
         else:
-            frames = center_crop(timeline.frames, size)
-            times = timeline_times(len(frames), duration)
-            clips += [window_frames(frames, times, s, num_frames) for s in spans]
+            clips += window_clips(center_crop(timeline.frames, size), duration, spans, num_frames)
         parts = [
             _encode(encoder, np.stack(clips[i : i + options.batch_size]), num_frames)
             for i in range(0, len(clips), options.batch_size)
@@ -659,7 +660,7 @@ def _extract(
                         _entry(r, stats[r.video_id], reason=res.reason, message=res.message)
                     )
                 else:
-                    duration = _duration(res)
+                    duration = decoded_duration(res)
                     spans = window_spans(duration, options.windows)
                     if spans and duration is not None:
                         long_video(pool, r, res, duration, spans)

@@ -15,15 +15,20 @@ window of a long video) with the item's video and span: :class:`GalleryItems`.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from emcl.video.probe import Size
 from emcl.video.sampling import uniform_indices
+
+if TYPE_CHECKING:
+    from emcl.video.decoder import Decoded
 
 # ~400 MB of 224-px frames: under the decoder's 512 MiB output cap (emcl/video/probe.py)
 MAX_TIMELINE_FRAMES = 1500
@@ -85,6 +90,37 @@ def window_frames(
         inside = np.array([int(np.argmin(np.abs(times - (start + end) / 2)))])
     picks = inside[uniform_indices(len(inside), num_frames)]
     return timeline[picks]
+
+
+def window_clips(
+    timeline: np.ndarray, duration_s: float, spans: Sequence[Span], num_frames: int
+) -> list[np.ndarray]:
+    """Each window's frames ``[T, H, W, 3]`` from a ``fps``-sampler decode ``[N, H, W, 3]``
+    of the whole video (asked for :data:`MAX_TIMELINE_FRAMES` frames)."""
+    times = timeline_times(len(timeline), duration_s)
+    return [window_frames(timeline, times, span, num_frames) for span in spans]
+
+
+def decoded_duration(decoded: Decoded) -> float | None:
+    """A decoded video's duration (s) from its header, else frames / fps; None if unknown."""
+    info = decoded.probe
+    if info is None:
+        return None
+    if info.duration_s:
+        return info.duration_s
+    return decoded.total_frames / info.fps if info.fps else None
+
+
+def load_window(
+    path: str | os.PathLike, span: Span, num_frames: int, size: Size, timeout: float = 60.0
+) -> np.ndarray:
+    """The frames ``[T, H, W, 3]`` the gallery encoded for one window of a long video,
+    decoded in the guarded decoder (emcl/video/decoder.py) the same way."""
+    from emcl.video.decoder import default_pool
+
+    decoded = default_pool().decode(path, MAX_TIMELINE_FRAMES, size, "fps", timeout)
+    duration = decoded_duration(decoded) or float(len(decoded.frames))
+    return window_clips(decoded.frames, duration, [span], num_frames)[0]
 
 
 @dataclass(frozen=True)
@@ -167,5 +203,6 @@ def gallery_items(
 
 __all__ = [
     "DEFAULT_WINDOWS", "MAX_TIMELINE_FRAMES", "GalleryItems", "Span", "WindowSpec", "Windows",
-    "gallery_items", "timeline_times", "window_frames", "window_spans",
+    "decoded_duration", "gallery_items", "load_window", "timeline_times", "window_clips",
+    "window_frames", "window_spans",
 ]  # fmt: skip
