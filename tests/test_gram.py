@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -123,7 +125,7 @@ def test_table_equals_a_loop_over_blocks_with_ragged_edges():
     gen = torch.Generator().manual_seed(7)
     text, frames = 2.0 * torch.randn(70, 16, generator=gen), torch.randn(45, 5, 16, generator=gen)
     params = WELL_CONDITIONED[1]
-    table = EmclNetTable(text, frames, rows_per_call=1500)  # several calls per shape
+    table = EmclNetTable(text, frames, blocks_per_call=1)  # one block per call
     looped = torch.empty(70, 45)
     for t0 in range(0, 70, 32):
         for v0 in range(0, 45, 32):
@@ -136,13 +138,13 @@ def test_table_equals_a_loop_over_blocks_with_ragged_edges():
     assert table.scores(None).equal(table.base_scores())
     lazy = EmclNetTable(text, frames, keep_geometry=False)
     torch.testing.assert_close(lazy.scores(params), table.scores(params), atol=1e-6, rtol=0)
+    batched = EmclNetTable(text, frames)
+    torch.testing.assert_close(batched.scores(params), looped, atol=5e-5, rtol=0)
     terms = table.terms(params)
-    assert terms.terms.effective_k.numel() == 3 * 2  # one EM run per block
-    assert (
-        0.0
-        < terms.rec_ratio(table.pairs, 2.0)
-        == pytest.approx(2.0 * terms.rec_ratio(table.pairs, 1.0))
-    )
+    assert sum(part.z.shape[0] for part in terms.parts) == 3 * 2  # one EM run per block
+    assert 0.0 < terms.rec_ratio(2.0) == pytest.approx(2.0 * terms.rec_ratio(1.0))
+    for beta in (0.5, 3.0):
+        torch.testing.assert_close(terms.scores(beta), table.scores(replace(params, beta=beta)))
 
 
 def test_similarity_matrix_takes_the_cheaper_route_with_the_same_scores():

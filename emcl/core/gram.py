@@ -20,6 +20,7 @@ summation differs. The tests compare it with :func:`emcl.core.logits.emclnet_log
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import Tensor
@@ -66,7 +67,11 @@ class Terms:
     pooled_rec_sq: Tensor  # |r_ab|^2
     text_cross: Tensor  # <t_a, r_a>
     text_rec_sq: Tensor  # |r_a|^2
-    effective_k: Tensor  # [...] numerical rank of z per block
+    z: Tensor  # [..., D, K] the final responsibilities
+
+    @cached_property
+    def effective_k(self) -> Tensor:  # [...] numerical rank of z per block
+        return effective_k(self.z)
 
     def cosines(self, pairs: Pairs, beta: float) -> Tensor:
         """Scores ``[..., Bt, Bv]``: the cosine of the outputs ``t + beta r`` and ``x + beta r``."""
@@ -93,13 +98,15 @@ def geometry(
     text: Tensor, frames: Tensor, frame_mask: Tensor | None = None, temperature: float = 3.0
 ) -> Geometry:
     """The knob-free part of EMCL-Net blocks: ``text`` ``[..., Bt, D]``, ``frames``
-    ``[..., Bv, T, D]``, ``frame_mask`` ``[..., Bv, T]`` (True for real frames)."""
+    ``[..., Bv, T, D]``, ``frame_mask`` ``[..., Bv, T]`` (True for real frames). The leading
+    dims of ``frames`` broadcast: one video block ``[Bv, T, D]`` serves many text blocks."""
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature!r}")
     text, frames = text.float(), frames.float()
-    *lead, bv, t, d = frames.shape
-    frame_rows = frames.reshape(*lead, bv * t, d)  # [..., Bv*T, D]
-    text_frame = (text @ frame_rows.mT).reshape(*lead, -1, bv, t)  # [..., Bt, Bv, T]
+    bv, t, d = frames.shape[-3:]
+    frame_rows = frames.reshape(*frames.shape[:-3], bv * t, d)  # [..., Bv*T, D]
+    text_frame = text @ frame_rows.mT  # [..., Bt, Bv*T]
+    text_frame = text_frame.reshape(*text_frame.shape[:-1], bv, t)  # [..., Bt, Bv, T]
     weights = torch.softmax(text_frame / temperature, dim=-1)
     if frame_mask is not None:  # as the reference: mask after the softmax, no renormalising
         weights = weights * frame_mask.to(weights.dtype).unsqueeze(-3)
@@ -117,7 +124,7 @@ def geometry(
             pooled_sq=pooled_sq,
             text_sq=(text * text).sum(-1, keepdim=True),
         ),
-        gram=frame_rows.mT @ mixed.reshape(*lead, bv * t, d) + text.mT @ text,
+        gram=frame_rows.mT @ mixed.reshape(*mixed.shape[:-3], bv * t, d) + text.mT @ text,
         row_sum=(weights.sum(-3)[..., None] * frames).sum((-3, -2)) + text.sum(-2),
     )
 
@@ -164,28 +171,30 @@ def em_terms(geo: Geometry, params: EMParams, prior: Tensor | None = None) -> Te
 def _terms(geo: Geometry, z: Tensor, norms: Tensor) -> Terms:
     # Pair quantities are computed video-major ([..., Bv, Bt, K]): each video's pooled rows
     # are one small matrix product with that video's frames.
-    *lead, bv, t, d = geo.frames.shape
-    per_frame = (geo.frames.reshape(*lead, bv * t, d) @ z).reshape(*lead, bv, t, -1)
+    bv, t, d = geo.frames.shape[-3:]
+    per_frame = geo.frames.reshape(*geo.frames.shape[:-3], bv * t, d) @ z  # [..., Bv*T, K]
+    per_frame = per_frame.reshape(*per_frame.shape[:-2], bv, t, -1)  # [..., Bv, T, K]
     pooled_z = geo.weights.transpose(-3, -2) @ per_frame  # [..., Bv, Bt, K] z^T x_ab
     text_z = (geo.text @ z).unsqueeze(-3)  # [..., 1, Bt, K] z^T t_a
-    scale = (1.0 / norms)[..., None, None, :]  # mu = X z / norms
-    pooled_mu = pooled_z * scale
-    text_mu = text_z * scale
-    zz = (z.mT @ z).unsqueeze(-3)  # [..., 1, K, K]: <r_i, r_j> = mu_i^T (z^T z) mu_j
-    text_mu_zz = text_mu @ zz  # [..., 1, Bt, K]
-    pooled_mu_zz = pooled_mu @ zz  # [..., Bv, Bt, K]
+    # mu = X z / norms: fold 1/norms into the K × K matrices instead of scaling every row.
+    scale = 1.0 / norms  # [..., K]
+    zz = z.mT @ z  # [..., K, K]: <r_i, r_j> = mu_i^T (z^T z) mu_j
+    zz_scaled = scale[..., :, None] * zz * scale[..., None, :]
+    text_weights = text_z * scale[..., None, None, :]  # [..., 1, Bt, K] = mu_t
+    text_rec = text_z @ zz_scaled.unsqueeze(-3)  # [..., 1, Bt, K] = (S zz S) z^T t_a
+    pooled_rec = (pooled_z.flatten(-3, -2) @ zz_scaled).reshape(pooled_z.shape)
 
     def pair(values: Tensor) -> Tensor:  # [..., Bv, Bt] -> [..., Bt, Bv]
         return values.transpose(-2, -1)
 
     return Terms(
-        cross=pair(2.0 * (text_mu * pooled_z).sum(-1)),
-        rec_dot=pair((text_mu_zz * pooled_mu).sum(-1)),
-        pooled_cross=pair((pooled_mu * pooled_z).sum(-1)),
-        pooled_rec_sq=pair((pooled_mu_zz * pooled_mu).sum(-1)),
-        text_cross=pair((text_mu * text_z).sum(-1)),
-        text_rec_sq=pair((text_mu_zz * text_mu).sum(-1)),
-        effective_k=effective_k(z),
+        cross=pair(2.0 * (text_weights * pooled_z).sum(-1)),
+        rec_dot=pair((text_rec * pooled_z).sum(-1)),
+        pooled_cross=pair(((pooled_z * pooled_z) @ scale[..., None, :, None]).squeeze(-1)),
+        pooled_rec_sq=pair((pooled_rec * pooled_z).sum(-1)),
+        text_cross=pair((text_weights * text_z).sum(-1)),
+        text_rec_sq=pair((text_rec * text_z).sum(-1)),
+        z=z,
     )
 
 

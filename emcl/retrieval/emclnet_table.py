@@ -6,6 +6,10 @@ The reference evaluates EMCL-Net with one EM run per block of 32 captions × 32 
 iteration, and the beta-free :class:`emcl.core.gram.Terms` of a run give the scores for every
 beta by element-wise arithmetic. Evaluation (``python -m emcl evaluate``) and the app's live
 metrics both score through this class, so they cannot disagree.
+
+Blocks run in chunks of one video block against a run of consecutive text blocks: the chunk's
+texts are a view of the caption rows, its frames one ``[Bv, T, D]`` tensor that every block
+shares (nothing is gathered or copied per block), and its scores one slice of the table.
 """
 
 from __future__ import annotations
@@ -16,63 +20,66 @@ import torch
 from torch import Tensor
 
 from emcl.core.em import EMParams
-from emcl.core.gram import Geometry, Pairs, Terms, em_terms, geometry
+from emcl.core.gram import Geometry, Terms, em_terms, geometry
 
 EMCLNET_BLOCK = (32, 32)  # (texts, videos) per EM run, as the reference evaluates
-ROWS_PER_CALL = 1 << 14  # pooled rows per batched call: a few MB of working set per call
-
-Span = tuple[int, int]
-
-
-def _split(n: int, size: int) -> list[Span]:
-    return [(s, min(s + size, n)) for s in range(0, n, size)]
+BLOCKS_PER_CALL = 32  # text blocks per batched call: a few MB of working set
 
 
 @dataclass(frozen=True)
 class _Chunk:
-    """Blocks of one shape that run in one batched call."""
-
-    text_spans: list[Span]
-    video_spans: list[Span]
-    text_idx: Tensor  # [B, Bt]
-    video_idx: Tensor  # [B, Bv]
-    geometry: Geometry | None  # kept without text and frames (gathered again per EM run)
+    rows: tuple[int, int]  # caption rows [start, stop): whole text blocks of one size
+    columns: tuple[int, int]  # video columns [start, stop): one video block
+    n_blocks: int
+    geometry: Geometry | None  # kept without text and frames (views, taken again per run)
 
 
 @dataclass(frozen=True)
 class TableTerms:
-    """One EM run over the whole table: beta-free terms as ``[Nt, Nv]`` and the effective K of
-    every block."""
+    """One EM run over the whole table: the beta-free terms of every chunk."""
 
-    terms: Terms
-    text_rows: Tensor  # [Nt, Nv] bool: one column per video block marks its text rows
+    table: EmclNetTable
+    parts: list[Terms]  # one per chunk, in table.chunks order
 
-    def scores(self, pairs: Pairs, beta: float) -> Tensor:  # [Nt, Nv]
-        return self.terms.cosines(pairs, beta)
+    def scores(self, beta: float) -> Tensor:
+        """``[Nt, Nv]`` scores at ``beta``."""
+        out = self.table.text.new_empty(self.table.shape)
+        for chunk, terms in zip(self.table.chunks, self.parts, strict=True):
+            geo = self.table.geometry_of(chunk)
+            _put(out, chunk, terms.cosines(geo.pairs, beta))
+        return out
 
-    def rec_ratio(self, pairs: Pairs, beta: float) -> float:
+    def rec_ratio(self, beta: float) -> float:
         """Median over the EM's rows (pooled videos and texts) of ``|beta mu z^T| / |x|``."""
-        t = self.terms
-        pooled = (t.pooled_rec_sq / pairs.pooled_sq.clamp(min=1e-12)).flatten()
-        text_sq = pairs.text_sq.expand_as(t.text_rec_sq)[self.text_rows]
-        text = t.text_rec_sq[self.text_rows] / text_sq.clamp(min=1e-12)
-        ratios = beta * torch.cat([pooled, text]).clamp(min=0).sqrt()
-        return float(ratios.median()) if ratios.numel() else 0.0
+        ratios = [
+            terms.rec_ratios(self.table.geometry_of(chunk).pairs, beta)
+            for chunk, terms in zip(self.table.chunks, self.parts, strict=True)
+        ]
+        both = torch.cat(ratios) if ratios else torch.zeros(1)
+        return float(both.median())
 
     @property
     def effective_k(self) -> int:
-        """The median effective K over the blocks."""
-        return int(self.terms.effective_k.float().median().round())
+        """Median effective K over the blocks of the first chunk (one video block against
+        up to 32 text blocks): representative, and 30× cheaper than every block."""
+        if not self.parts:
+            return 0
+        return int(self.parts[0].effective_k.float().median().round())
+
+
+def _put(out: Tensor, chunk: _Chunk, blocks: Tensor) -> None:  # blocks [B, Bt, Bv]
+    (r0, r1), (c0, c1) = chunk.rows, chunk.columns
+    out[r0:r1, c0:c1] = blocks.reshape(r1 - r0, c1 - c0)
 
 
 class EmclNetTable:
     """Scores of ``text`` ``[Nt, D]`` against ``frames`` ``[Nv, T, D]`` in EMCL-Net blocks.
 
     ``text`` are the sentence features as the model was trained with them (not normalised:
-    the pooling softmax sees their norm). The geometry takes about ``Nt * Nv * T`` floats plus
-    one ``D × D`` matrix per block; build one table per model and gallery and keep it. With
-    ``keep_geometry=False`` each EM run recomputes the geometry instead (one-off tables, or
-    a large ``D`` where the Gram matrices would not fit the memory budget).
+    the pooling softmax sees their norm). The geometry takes about ``Nt * Nv * (T + 2)``
+    floats plus one ``D × D`` matrix per block; build one table per model and gallery and
+    keep it. With ``keep_geometry=False`` each EM run recomputes it instead (one-off tables,
+    or a large ``D``).
     """
 
     def __init__(
@@ -82,88 +89,79 @@ class EmclNetTable:
         frame_mask: Tensor | None = None,
         temperature: float = 3.0,
         block: tuple[int, int] = EMCLNET_BLOCK,
-        rows_per_call: int = ROWS_PER_CALL,
+        blocks_per_call: int = BLOCKS_PER_CALL,
         keep_geometry: bool = True,
     ) -> None:
-        self.text = text.float()
-        self.frames = frames.float()
+        self.text = text.float().contiguous()
+        self.frames = frames.float().contiguous()
         self.frame_mask = frame_mask
         self.temperature = temperature
         n_texts, n_videos = self.text.shape[0], self.frames.shape[0]
         self.shape = (n_texts, n_videos)
-        device = self.text.device
-        groups: dict[tuple[int, int], list[tuple[Span, Span]]] = {}
-        for ts in _split(n_texts, block[0]):
-            for vs in _split(n_videos, block[1]):
-                groups.setdefault((ts[1] - ts[0], vs[1] - vs[0]), []).append((ts, vs))
+        bt, bv = block
+        full_rows = n_texts - n_texts % bt
+        row_runs = [
+            (s, min(s + bt * blocks_per_call, full_rows))
+            for s in range(0, full_rows, bt * blocks_per_call)
+        ]
+        if full_rows < n_texts:
+            row_runs.append((full_rows, n_texts))  # the short last text block, on its own
         self.chunks: list[_Chunk] = []
-        text_dot = torch.empty(n_texts, n_videos, device=device)
-        pooled_sq = torch.empty(n_texts, n_videos, device=device)
         with torch.inference_mode():
-            for (bt, bv), pairs in groups.items():
-                per_call = max(1, rows_per_call // (bt * bv))
-                for start in range(0, len(pairs), per_call):
-                    part = pairs[start : start + per_call]
-                    chunk, geo = self._chunk(part, device, keep_geometry)
+            for c0 in range(0, n_videos, bv):
+                columns = (c0, min(c0 + bv, n_videos))
+                for rows in row_runs:
+                    size = bt if rows[1] - rows[0] >= bt else rows[1] - rows[0]
+                    chunk = _Chunk(rows, columns, (rows[1] - rows[0]) // size, None)
+                    if keep_geometry:
+                        geo = self._geometry(chunk)
+                        empty = geo.text.new_empty(0)
+                        chunk = replace(chunk, geometry=replace(geo, text=empty, frames=empty))
                     self.chunks.append(chunk)
-                    self._scatter(text_dot, chunk, geo.pairs.text_dot_pooled)
-                    self._scatter(pooled_sq, chunk, geo.pairs.pooled_sq)
-        self.pairs = Pairs(text_dot, pooled_sq, (self.text * self.text).sum(-1, keepdim=True))
 
-    def _chunk(
-        self, part: list[tuple[Span, Span]], device: torch.device, keep: bool
-    ) -> tuple[_Chunk, Geometry]:
-        text_idx = torch.stack([torch.arange(*ts, device=device) for ts, _ in part])
-        video_idx = torch.stack([torch.arange(*vs, device=device) for _, vs in part])
-        geo = geometry(*self._inputs(text_idx, video_idx), self.temperature)
-        empty = geo.text.new_empty(0)
-        kept = replace(geo, text=empty, frames=empty) if keep else None
-        spans = ([ts for ts, _ in part], [vs for _, vs in part])
-        return _Chunk(*spans, text_idx, video_idx, kept), geo
+    def _inputs(self, chunk: _Chunk) -> tuple[Tensor, Tensor, Tensor | None]:
+        (r0, r1), (c0, c1) = chunk.rows, chunk.columns
+        text = self.text[r0:r1].reshape(chunk.n_blocks, -1, self.text.shape[-1])  # a view
+        mask = self.frame_mask[c0:c1] if self.frame_mask is not None else None
+        return text, self.frames[c0:c1], mask
 
     def _geometry(self, chunk: _Chunk) -> Geometry:
-        text, frames, mask = self._inputs(chunk.text_idx, chunk.video_idx)
+        return geometry(*self._inputs(chunk), self.temperature)
+
+    def geometry_of(self, chunk: _Chunk) -> Geometry:
+        """The chunk's geometry: kept, or recomputed (``keep_geometry=False``)."""
         if chunk.geometry is None:
-            return geometry(text, frames, mask, self.temperature)
+            return self._geometry(chunk)
+        text, frames, _ = self._inputs(chunk)
         return replace(chunk.geometry, text=text, frames=frames)
-
-    def _inputs(self, text_idx: Tensor, video_idx: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
-        mask = self.frame_mask[video_idx] if self.frame_mask is not None else None
-        return self.text[text_idx], self.frames[video_idx], mask
-
-    @staticmethod
-    def _scatter(out: Tensor, chunk: _Chunk, blocks: Tensor) -> None:
-        for ts, vs, block in zip(chunk.text_spans, chunk.video_spans, blocks, strict=True):
-            out[ts[0] : ts[1], vs[0] : vs[1]] = block
 
     def base_scores(self) -> Tensor:
         """``[Nt, Nv]`` cosines of the text-conditioned pooled videos and the texts, no EMCL."""
-        return self.pairs.base_scores()
+        out = self.text.new_empty(self.shape)
+        with torch.inference_mode():
+            for chunk in self.chunks:
+                _put(out, chunk, self.geometry_of(chunk).pairs.base_scores())
+        return out
 
     def terms(self, params: EMParams, prior: Tensor | None = None) -> TableTerms:
         """One EM run per block with ``params`` (beta ignored: it does not enter the EM)."""
-        n_texts, n_videos = self.shape
-        fields = ("cross", "rec_dot", "pooled_cross", "pooled_rec_sq", "text_cross", "text_rec_sq")
-        out = {name: self.text.new_empty(n_texts, n_videos) for name in fields}
-        text_rows = torch.zeros(n_texts, n_videos, dtype=torch.bool, device=self.text.device)
-        ks = []
         with torch.inference_mode():
-            for chunk in self.chunks:
-                terms = em_terms(self._geometry(chunk), params, prior)
-                for name in fields:
-                    value = getattr(terms, name)
-                    self._scatter(out[name], chunk, value.expand_as(terms.cross))
-                for ts, vs in zip(chunk.text_spans, chunk.video_spans, strict=True):
-                    text_rows[ts[0] : ts[1], vs[0]] = True
-                ks.append(terms.effective_k.flatten())
-        k = torch.cat(ks) if ks else torch.zeros(0, dtype=torch.long)
-        return TableTerms(Terms(**out, effective_k=k), text_rows)
+            parts = [em_terms(self.geometry_of(c), params, prior) for c in self.chunks]
+        return TableTerms(self, parts)
 
     def scores(self, params: EMParams | None, prior: Tensor | None = None) -> Tensor:
         """``[Nt, Nv]`` scores with EMCL at ``params`` (``None``: without EMCL)."""
         if params is None or params.iters == 0 or params.beta == 0.0:
             return self.base_scores()
-        return self.terms(params, prior).scores(self.pairs, params.beta)
+        if not self.chunks or self.chunks[0].geometry is not None:
+            with torch.inference_mode():
+                return self.terms(params, prior).scores(params.beta)
+        out = self.text.new_empty(self.shape)  # one-off: geometry per chunk, then dropped
+        with torch.inference_mode():
+            for chunk in self.chunks:
+                geo = self._geometry(chunk)
+                _put(out, chunk, em_terms(geo, params, prior).cosines(geo.pairs, params.beta))
+        return out
 
 
 __all__ = ["EMCLNET_BLOCK", "EmclNetTable", "TableTerms"]
