@@ -140,7 +140,7 @@ def test_a_killed_run_resumes_and_recomputes_nothing_done(corpus, tmp_path):
     world = 2
     first = TinyEncoder()
     extract_part(corpus, first, tmp_path / "cache", Rank(0, world), **OPTIONS)  # rank 1 killed
-    merged = merge_parts(corpus, TinyEncoder(), tmp_path / "cache", world, **OPTIONS)
+    merged = merge_parts(corpus, TinyEncoder(), tmp_path / "cache", **OPTIONS)  # N as recorded
     assert merged.failed == ["rank-1-of-2"] and "no report" in str(merged)
     lost = {s["video_id"] for s in merged.gallery.report.skipped if s["reason"] == "not_extracted"}
     assert lost == {r.video_id for r in shard_records(corpus, 1, world)}  # never started

@@ -49,7 +49,9 @@ def parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--no-windows", action="store_true", help="index every video whole")
     p.add_argument("--merge-only", action="store_true", help="merge the shards on disk")
-    p.add_argument("--parts", type=int, help="--merge-only: how many parts the run had")
+    p.add_argument(
+        "--parts", type=int, help="--merge-only: how many ranks the run had (default: as recorded)"
+    )
     p.add_argument("--json", help="write the merge report (rank 0) here")
     p.add_argument("--quiet", action="store_true")
     return p
@@ -97,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         "windows": windows, "progress": not args.quiet and rank.rank == 0,
     }  # fmt: skip
     if args.merge_only:
-        result = merge_parts(records, encoder, cache, args.parts or rank.world, **options)
+        result = merge_parts(records, encoder, cache, args.parts, **options)
     else:
         result = run(records, encoder, cache, **options)
     if result is None:  # not rank 0: the merge is rank 0's

@@ -109,14 +109,16 @@ def merge_parts(
     records: Sequence[VideoRecord],
     encoder: VideoEncoder,
     cache_dir: str | os.PathLike,
-    world: int,
+    world: int | None = None,
     **options: Any,
 ) -> MergeResult:
     """The gallery of every record from the shards on disk (nothing decoded); writes the one
-    manifest and report. ``world``: how many parts to expect reports from."""
+    manifest and report. ``world``: how many parts to expect reports from (None: as many as
+    the newest part report on disk names)."""
     options = {k: v for k, v in options.items() if k not in ("part", "extract")}
+    folder = cache_folder(cache_dir, encoder, **options) / "parts"
+    world = world or _last_world(folder)
     gallery = build_gallery(records, encoder, cache_dir, extract=False, **options)
-    folder = gallery.cache_dir / "parts" if gallery.cache_dir else Path(cache_dir)
     result = MergeResult(gallery)
     for r in range(world):
         name = Rank(r, world).part
@@ -131,6 +133,14 @@ def merge_parts(
     if gallery.cache_dir is not None:
         atomic_write_json(gallery.cache_dir / "merge.json", result.to_json(), indent=1)
     return result
+
+
+def _last_world(folder: Path) -> int:
+    """The ``N`` of the newest ``rank-R-of-N.json`` in ``folder`` (1 if there is none)."""
+    reports = sorted(folder.glob("rank-*-of-*.json"), key=lambda p: p.stat().st_mtime_ns)
+    if not reports:
+        return 1
+    return int(reports[-1].stem.rsplit("-", 1)[-1])
 
 
 def run(
