@@ -152,9 +152,14 @@ class Logins:
 
     def _record_failure(self, user: str) -> None:
         with self._lock:
+            now, window = self.clock(), FAILURE_WINDOW_S
             if len(self._failures) > 10_000:  # bounded memory under a flood of made-up names
-                self._failures.clear()
-            self._failures.setdefault(user, deque()).append(self.clock())
+                stale = [n for n, d in self._failures.items() if not d or now - d[-1] > window]
+                for name in stale:
+                    del self._failures[name]
+                if len(self._failures) > 10_000:
+                    self._failures.clear()
+            self._failures.setdefault(user, deque()).append(now)
 
 
 # ---- the command line --------------------------------------------------------------------

@@ -7,6 +7,7 @@ import hashlib
 import io
 import socket
 import stat
+from collections import deque
 
 import httpx
 import pytest
@@ -83,6 +84,16 @@ def test_failed_logins_are_throttled_per_name_then_forgiven():
     assert logins._throttled("alice") and not logins._throttled("bob")
     now[0] += auth.FAILURE_WINDOW_S + 1
     assert logins("alice", "alice-password")
+
+
+def test_a_flood_of_names_keeps_the_recent_failures():
+    now = [0.0]
+    logins = Logins({}, clock=lambda: now[0])
+    logins._failures = {f"n{i}": deque([0.0]) for i in range(10_001)}  # all stale
+    now[0] = auth.FAILURE_WINDOW_S + 1
+    logins._failures["alice"] = deque([now[0]] * auth.MAX_FAILURES)
+    logins._record_failure("bob")
+    assert set(logins._failures) == {"alice", "bob"} and logins._throttled("alice")
 
 
 def run_cli(monkeypatch, capsys, *argv: str, password: str | None = None) -> str:
@@ -193,3 +204,15 @@ def test_a_logged_in_client_ranks(guarded_app):
     assert len(result["base"]) == 3
     with pytest.raises(Exception):  # noqa: B017 - gradio_client raises its own error types
         Client(guarded_app["url"], auth=("alice", "wrong-password"), verbose=False)
+
+
+def test_uploads_are_off_unless_allowed(guarded_app):
+    url = guarded_app["url"]
+    with httpx.Client(timeout=10) as http:
+        login = {"username": "alice", "password": "alice-password"}
+        assert http.post(f"{url}login", data=login).status_code == 200
+        files = [("files", ("a.mp4", b"x" * 10, "video/mp4"))]
+        assert http.post(f"{url}gradio_api/upload", files=files).status_code == 413
+    client = Client(url, auth=("alice", "alice-password"), verbose=False)
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert "/add_videos" not in endpoints and "/rank" in endpoints
