@@ -192,3 +192,18 @@ def test_a_rank_reads_only_the_shards_of_its_own_share(corpus, tmp_path, monkeyp
     loaded.clear()
     merge_parts(corpus, TinyEncoder(), tmp_path / "cache", 2, **OPTIONS)
     assert set(loaded) == {r.video_id for r in corpus}  # the merge reads everything
+
+
+def test_the_merge_compacts_many_part_shards(corpus, tmp_path, monkeypatch):
+    import emcl.data.gallery as gallery_mod
+
+    monkeypatch.setattr(gallery_mod, "COMPACT_AFTER", 2)
+    for rank in range(2):  # batches of 2: several shards per part, none compacted
+        extract_part(corpus, TinyEncoder(), tmp_path / "cache", Rank(rank, 2), **OPTIONS)
+    (folder,) = (tmp_path / "cache").iterdir()
+    assert len(list(folder.glob("shard-*.safetensors"))) > 2
+    result = merge_parts(corpus, TinyEncoder(), tmp_path / "cache", **OPTIONS)
+    assert result.ok and len(list(folder.glob("shard-*.safetensors"))) == 1
+    enc = TinyEncoder()
+    again = build_gallery(corpus, enc, tmp_path / "cache", **OPTIONS)
+    assert enc.encoded == 0 and torch.equal(again.video_embeddings, result.gallery.video_embeddings)

@@ -482,9 +482,10 @@ def _build(
     order, fe, ve, windows = _assemble(
         records, cached, missing, fresh, base, report, options.num_frames
     )
+    merging = not extract  # the merge of a sharded run: its parts left many small shards
     if (
         options.part is None
-        and todo
+        and (todo or merging)
         and len(list(folder.glob("shard-*.safetensors"))) > COMPACT_AFTER
     ):
         _compact(folder, cached)
