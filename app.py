@@ -12,6 +12,7 @@ Beyond loopback it needs --auth-file (python -m emcl.auth add USER) or an explic
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 import torch
@@ -33,6 +34,8 @@ def main(argv: list[str] | None = None) -> None:
     demo = queued(build_demo(explorer, serving))
     _, url, _ = demo.launch(prevent_thread_lock=True, **launch_settings(setup, explorer, serving))
     print(f"UI ready at {url} in {time.perf_counter() - start:.1f} s", flush=True)
+    # The as-trained metrics' geometry (seconds) is built while the first page loads.
+    threading.Thread(target=explorer.warm_up, name="warm-up", daemon=True).start()
     demo.block_thread()
 
 

@@ -49,6 +49,13 @@ def test_rank_returns_top_k_for_both_columns(client, served_app):
         assert all({"video_id", "score", "rank", "rank_change"} <= set(h) for h in result[column])
     assert result["context"] == "shortlist" and result["effective_k"] >= 1
     assert result["ms"] > 0
+    assert isinstance(result["rec_ratio"], float) and result["rec_ratio"] > 0
+    half = rank(client, beta=RANK["beta"] / 2)["rec_ratio"]  # |β μ z^T| / |x| is linear in β
+    assert half == pytest.approx(result["rec_ratio"] / 2, rel=1e-4)
+    for hit in result["base"]:
+        assert hit["cosine"] == pytest.approx(hit["score"])  # the base column ranks by cosine
+    for hit in result["emcl"]:
+        assert -1.0 <= hit["cosine"] <= 1.0  # both columns show cosines (the EMCL one after EM)
     known = set(served_app["explorer"].snapshot.position)
     assert set(ids(result["base"]) + ids(result["emcl"])) <= known
 
@@ -59,6 +66,7 @@ def test_beta_zero_in_inference_mode_reproduces_the_base_ranking(client):
     assert [h["score"] for h in result["emcl"]] == pytest.approx(
         [h["score"] for h in result["base"]]
     )
+    assert result["rec_ratio"] == 0.0
 
 
 def test_joint_mode_over_the_api(client, served_app):
@@ -274,26 +282,35 @@ def test_every_endpoint_has_named_parameters(client):
         for parameter in info["parameters"]:
             assert not parameter["parameter_name"].startswith("param_"), (name, parameter)
     names = {n: [p["parameter_name"] for p in info["parameters"]] for n, info in endpoints.items()}
-    assert names["/metrics"] == list(WIDGETS)
+    assert names["/metrics"] == [
+        "mode", "beta", "k", "iters", "lam", "init", "seed", "context", "shortlist",
+        "isoftmax", "isoftmax_temp", "protocol",
+    ]  # fmt: skip
     assert names["/sweep"] == ["name", *WIDGETS]
-    assert names["/align"] == ["video_id", "caption", "selection", *WIDGETS]  # tab: a State
+    assert names["/align"] == [
+        "video_id", "caption", "selection", "window", "words", *WIDGETS,
+    ]  # fmt: skip (the active tab is a State, not a parameter)
     assert names["/rank"] == ["query", "beta", "k", "iters", "lam", "init", "top_k", "mode"]
 
 
-def test_metrics_by_name_use_the_log_sliders_as_powers_of_ten(client, served_app):
-    """λ = 10^-1.3 on the page is λ ≈ 0.05 in the engine: the table equals the service's."""
+def test_metrics_api_takes_the_knobs_by_name_and_the_protocol(client, served_app):
+    """``/metrics`` with λ by name equals the service's table, in both protocols, with the rows
+    named as on the page and EMCL's size; bad knobs get the service's message."""
     from emcl.explorer.knobs import Knobs
 
-    widgets = {
-        "mode": "inference", "beta": 6.0, "k": 8, "iters": 10, "log10_lam": -1.3,
-        "init": "data", "seed": 3, "context": "shortlist", "shortlist": 64, "isoftmax": False,
-        "log10_isoftmax_temp": -2.0, "top_k": 5,
-    }  # fmt: skip
-    table, _, effective = client.predict(**widgets, api_name="/metrics")
-    knobs = Knobs(mode="inference", beta=6.0, k=8, iters=10, lam=0.05012, init="data", seed=3)
-    want = served_app["explorer"].metrics(knobs)
-    assert [row[1:] for row in table["data"]] == [row[1:] for row in want.table()]
-    assert [row[0] for row in table["data"]] == [label for label, _ in want.rows]
-    assert f"**{want.effective_k}**" in effective
-    with pytest.raises(Exception, match="greater than maximum value"):
-        client.predict(**{**widgets, "log10_lam": 1.3}, api_name="/metrics")  # λ ≈ 20
+    knobs = Knobs(mode="inference", beta=6.0, k=8, iters=10, lam=0.05, init="data", seed=3)
+    named = {n: getattr(knobs, n) for n in ("mode", "beta", "k", "iters", "lam", "init", "seed")}
+    for protocol in ("trained", "inference"):
+        got = client.predict(**named, protocol=protocol, api_name="/metrics")
+        want = served_app["explorer"].metrics(knobs, protocol)
+        assert got["protocol"] == protocol
+        assert list(got["rows"]) == [label for label, _ in want.rows]
+        for label, metrics in want.rows:
+            assert got["rows"][label] == metrics
+        assert got["rec_ratio"] == pytest.approx(want.rec_ratio) and got["rec_ratio"] > 0
+        assert got["effective_k"] == want.effective_k
+    assert client.predict(**named, api_name="/metrics")["protocol"] == "trained"  # the default
+    with pytest.raises(Exception, match="lam must be"):
+        client.predict(**{**named, "lam": 20.0}, api_name="/metrics")
+    with pytest.raises(Exception, match="protocol must be one of"):
+        client.predict(**named, protocol="mmt", api_name="/metrics")

@@ -9,6 +9,7 @@ Set EMCL_SCREENSHOTS=DIR to keep the test's screenshots.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -155,9 +156,9 @@ def capture(url: str, out: Path, query: str | None = None) -> dict[str, float]:
         timings["knob_to_metrics_s"] = time.perf_counter() - start
         page.click("#emcl-sweep")
         wait_plot(page, "#emcl-sweep-plot", SWEEP_DRAWN)
-        page.click("#emcl-reference")
+        page.click("#emcl-inference-button")
         page.wait_for_function(
-            "document.querySelectorAll('#emcl-reference-table [role=row].virtual-row').length >= 2",
+            "document.querySelectorAll('#emcl-inference-table [role=row].virtual-row').length >= 2",
             timeout=300_000,
         )
         page.wait_for_timeout(1000)
@@ -253,8 +254,63 @@ def test_moving_beta_changes_the_emcl_column(page, served_app):
     inference_row = metrics_rows(page)[1]
     explorer = served_app["explorer"]
     knobs = replace(explorer.defaults(), mode="inference", beta=20.0)  # as set on the page
-    want = explorer.metrics(knobs).table()[1]
+    want = explorer.metrics(knobs).table()[1]  # the page's table: as trained
     assert [float(c) for c in inference_row[1:]] == pytest.approx(want[1:])
+    page.get_by_role("tab", name="Search").click()
+
+
+def as_trained_table(page) -> str:
+    return page.eval_on_selector_all(
+        "#emcl-metrics [role=row].virtual-row",
+        "rows => JSON.stringify(rows.map(r => Array.from(r.querySelectorAll('[role=gridcell]'))"
+        ".map(c => c.innerText.trim())))",
+    )
+
+
+def test_a_beta_change_updates_the_as_trained_table_within_two_seconds(page, served_app):
+    """The live table is the trained protocol; β needs no new EM run, so it follows quickly.
+    The table and its note must show the new β's numbers, not merely change."""
+    metrics_rows(page)
+    explorer = served_app["explorer"]
+    set_knob(page, "β", 1.0)
+    page.wait_for_function(
+        "() => (document.querySelector('#emcl-metrics-note') || {}).innerText?.includes('β 1,')",
+        timeout=30_000,
+    )
+    before = as_trained_table(page)
+    start = time.perf_counter()
+    set_knob(page, "β", 12.0)
+    page.wait_for_function(
+        "() => (document.querySelector('#emcl-metrics-note') || {}).innerText?.includes('β 12,')",
+        timeout=30_000,
+    )
+    elapsed = time.perf_counter() - start
+    print(f"β change -> as-trained table in {elapsed * 1000:.0f} ms")
+    knobs = replace(explorer.defaults(), mode="inference", beta=12.0)
+    want = explorer.metrics(knobs, "trained")
+    rows = json.loads(as_trained_table(page))
+    shown = [float(c) for row in rows for c in row[1:]]
+    assert shown == pytest.approx([c for row in want.table() for c in row[1:]])
+    assert "as trained" in page.inner_text("#emcl-metrics-note")
+    assert elapsed < 2.0, f"{elapsed:.2f} s"
+    assert before != as_trained_table(page) or want.rows[0][1] == want.rows[1][1]
+
+
+def test_the_page_shows_emcl_size(page, served_app):
+    """rec_ratio on the page (the panel line) equals the service's for the page's knobs."""
+    page.get_by_role("tab", name="Search").click()
+    page.fill("#emcl-query textarea", "")  # no query: the panel line is the metrics' EM size
+    metrics_rows(page)
+    set_knob(page, "β", 2.0)
+    page.wait_for_function(
+        "() => (document.querySelector('#emcl-metrics-note') || {}).innerText?.includes('β 2,')",
+        timeout=30_000,
+    )
+    shown = float(page.inner_text(".emcl-effk .emcl-rec-ratio").split()[0]) / 100  # "0.653 %"
+    explorer = served_app["explorer"]
+    want = explorer.metrics(replace(explorer.defaults(), mode="inference", beta=2.0)).rec_ratio
+    assert shown == pytest.approx(want, rel=5e-3) and shown > 0  # three significant digits
+    assert "‖β·μzᵀ‖/‖x‖" in page.inner_text(".emcl-effk")
     page.get_by_role("tab", name="Search").click()
 
 
@@ -284,7 +340,9 @@ def test_subspace_tab_draws_lines_between_frames_and_words(page, shots):
     assert words >= 3
     assert "grounding" in page.inner_text(".emcl-help").lower()
     table = page.locator("table").filter(has_text="this pair").inner_text()
-    assert re.search(r"\d+% \(\d+/\d+\)", table)
+    # The split's grounding for both word encodings, with 95 % intervals, beside chance.
+    assert len(re.findall(r"\d+\.\d% \[\d+\.\d, \d+\.\d\]", table)) == 4
+    assert "chance" in table and "words alone" in table
     page.screenshot(path=str(shots / "subspaces.png"), full_page=True)
 
 
@@ -297,9 +355,9 @@ def test_metrics_table_shows_numbers(page, shots):
     page.click("#emcl-sweep")
     wait_plot(page, "#emcl-sweep-plot", SWEEP_DRAWN)
     assert page.locator("#emcl-sweep-plot .scatterlayer .trace").count() >= 4
-    page.click("#emcl-reference")  # the EMCL-Net protocol rows, on demand
+    page.click("#emcl-inference-button")  # the inference-module rows, one click away
     page.wait_for_function(
-        "document.querySelectorAll('#emcl-reference-table [role=row].virtual-row').length === 4",
+        "document.querySelectorAll('#emcl-inference-table [role=row].virtual-row').length === 4",
         timeout=120_000,
     )
     page.screenshot(path=str(shots / "metrics.png"), full_page=True)

@@ -259,7 +259,7 @@ def test_unknown_video_ids_are_refused(explorer):
 # ---- metrics and sweeps ----------------------------------------------------------------------
 def test_metrics_rows_match_an_independent_computation(explorer):
     snap = explorer.snapshot
-    result = explorer.metrics(INFERENCE)
+    result = explorer.metrics(INFERENCE, protocol="inference")
     labels = [label for label, _ in result.rows]
     assert labels == [
         "Base",
@@ -278,28 +278,28 @@ def test_metrics_rows_match_an_independent_computation(explorer):
     for direction in ("t2v", "v2t"):
         for key, value in want[direction].items():
             assert result.rows[0][1][direction][key] == pytest.approx(value, abs=1e-6)
-    off = explorer.metrics(replace(INFERENCE, beta=0.0))
+    off = explorer.metrics(replace(INFERENCE, beta=0.0), protocol="inference")
     assert off.rows[1][1] == off.rows[0][1]  # EMCL off at inference = base
     assert len(result.table()) == 4 and len(result.table()[0]) == 11
 
 
 def test_metrics_follow_the_knobs_and_the_inverted_softmax(explorer):
-    a = explorer.metrics(replace(INFERENCE, beta=1.0, context="gallery"))
-    b = explorer.metrics(replace(INFERENCE, beta=20.0, context="gallery"))
+    a = explorer.metrics(replace(INFERENCE, beta=1.0, context="gallery"), "inference")
+    b = explorer.metrics(replace(INFERENCE, beta=20.0, context="gallery"), "inference")
     assert a.rows[0][1] == b.rows[0][1]
     assert a.rows[1][1] != b.rows[1][1]
-    c = explorer.metrics(replace(INFERENCE, isoftmax=True, isoftmax_temp=0.01))
+    c = explorer.metrics(replace(INFERENCE, isoftmax=True, isoftmax_temp=0.01), "inference")
     snap = explorer.snapshot
     want = retrieval_metrics(snap.base.base_sim, snap.caption_owner, inverted_softmax_temp=0.01)
     assert c.rows[0][1] == want
-    assert "block of 64 × 64" in explorer.metrics(INFERENCE).protocol
+    assert "block of 64 × 64" in explorer.metrics(INFERENCE, "inference").description
 
 
-def test_emclnet_protocol_rows_use_text_conditioned_pooling(explorer):
+def test_trained_protocol_rows_use_text_conditioned_pooling(explorer):
     snap = explorer.snapshot
-    result = explorer.metrics(INFERENCE, protocol="emclnet")
-    assert "32 captions × 32 videos" in result.protocol
-    text = snap.base.texts  # [Nt, D]
+    result = explorer.metrics(INFERENCE)  # the default protocol: as trained
+    assert result.protocol == "trained" and "32 captions × 32 videos" in result.description
+    text = snap.base.sentences  # [Nt, D] as the model emits them: the softmax sees the norm
     frames = snap.base.frames.float()  # [Nv, T, D]
     temp = snap.base.encoder.config.frame_temp
     weights = torch.softmax(torch.einsum("ad,bfd->abf", text, frames) / temp, dim=-1)
@@ -309,7 +309,7 @@ def test_emclnet_protocol_rows_use_text_conditioned_pooling(explorer):
     for direction in ("t2v", "v2t"):
         for key, value in want[direction].items():
             assert result.rows[0][1][direction][key] == pytest.approx(value, abs=1e-6)
-    off = explorer.metrics(replace(INFERENCE, beta=0.0), protocol="emclnet")
+    off = explorer.metrics(replace(INFERENCE, beta=0.0), protocol="trained")
     assert off.rows[1][1] == off.rows[0][1] and off.rows[3][1] == off.rows[2][1]
     with pytest.raises(KnobError, match="protocol"):
         explorer.metrics(INFERENCE, protocol="mmt")
@@ -321,7 +321,7 @@ def test_sweep_covers_the_preset_values(explorer):
     series = result.series["Base + EMCL at inference"]
     assert len(series) == len(result.values)
     assert series[0] == result.reference["Base"]  # beta = 0 is the base model
-    assert set(result.series) == {"Base + EMCL at inference", "EMCL + EM (joint)"}
+    assert set(result.series) == {"Base + EMCL at inference", "EMCL checkpoint + EM (joint)"}
     with pytest.raises(KnobError, match="sweep K"):
         explorer.sweep(explorer.defaults("joint"), "k")
     with pytest.raises(KnobError, match="sweep must be one of"):
@@ -329,9 +329,21 @@ def test_sweep_covers_the_preset_values(explorer):
 
 
 # ---- subspaces -------------------------------------------------------------------------------
+def informative_pair(explorer) -> tuple[str, str]:
+    """A (video, caption) whose caption names a concept shown in some but not all frames."""
+    snap, truth = explorer.snapshot, explorer.ground_truth
+    for video, caption in zip(snap.caption_video, snap.captions, strict=True):
+        frames = [set(f) for f in truth.concepts[video]]
+        for word in caption.lower().split():
+            concept = truth.lexicon.get("".join(ch for ch in word if ch.isalpha()))
+            if concept and 0 < sum(concept in f for f in frames) < len(frames):
+                return video, caption
+    raise AssertionError("the fixture world has no event clip")
+
+
 def test_align_scores_the_pair_against_the_demo_world_ground_truth(explorer):
     snap = explorer.snapshot
-    video, caption = snap.caption_video[0], snap.captions[0]
+    video, caption = informative_pair(explorer)
     result = explorer.align(video, caption, replace(INFERENCE, init="data", lam=0.01, k=8))
     a = result.alignment
     assert a.similarity.shape[1] == snap.base.frames.shape[1]
@@ -340,8 +352,8 @@ def test_align_scores_the_pair_against_the_demo_world_ground_truth(explorer):
     auto = result.grounding["auto"]
     assert auto is not None and 0 < auto.scored <= len(a.words)
     assert 0 <= auto.hits <= auto.scored and 0 <= auto.chance <= auto.scored
-    reference = explorer.align(video, caption, INFERENCE)
-    assert reference.alignment.n_subspaces <= 2
+    first = explorer.align(snap.caption_video[0], snap.captions[0], INFERENCE)
+    assert first.alignment.n_subspaces <= 2  # the reference init's sign prior: two columns
 
 
 def test_grounding_average_pools_the_test_split(explorer):
@@ -353,6 +365,32 @@ def test_grounding_average_pools_the_test_split(explorer):
     one = explorer.align(snap.caption_video[2], snap.captions[2], knobs)
     assert average.auto.scored >= one.grounding["auto"].scored
     assert explorer.grounding_average(knobs) is average  # cached per knobs
+    low, high = average.auto_interval
+    assert low <= average.auto.score <= high
+    assert 0 < average.auto.chance_score < 1  # only words visible in some, not all, frames
+
+
+def test_two_word_encodings_and_the_better_one_is_the_default(explorer):
+    snap = explorer.snapshot
+    knobs = explorer.defaults("joint")
+    video, caption = snap.caption_video[2], snap.captions[2]
+    alone = explorer.align(video, caption, knobs, words="alone")
+    tokens = explorer.align(video, caption, knobs, words="tokens")
+    assert alone.words == "alone" and tokens.words == "tokens"
+    assert alone.alignment.words == tokens.alignment.words
+    # "alone": each word's full-space links are those of the word encoded as its own caption.
+    frames = F.normalize(snap.emcl.frames[snap.position[video]].float(), dim=-1)
+    for word, frame in zip(
+        alone.alignment.words, alone.alignment.links(None)[0].tolist(), strict=True
+    ):
+        vector, _ = explorer.encode_query(snap.emcl, word)
+        assert frame == int((frames @ vector).argmax())
+    scores = {e: explorer.grounding_average(knobs, words=e).auto.score for e in ("tokens", "alone")}
+    best = max(scores, key=scores.get)
+    assert explorer.default_words(knobs) == best or scores["tokens"] == scores["alone"]
+    assert explorer.align(video, caption, knobs).words == explorer.default_words(knobs)
+    with pytest.raises(KnobError, match="word encoding"):
+        explorer.align(video, caption, knobs, words="letters")
 
 
 def test_frames_shown_are_the_sampled_frames(explorer):

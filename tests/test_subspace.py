@@ -12,8 +12,10 @@ from hypothesis import given, settings
 
 from emcl.core.em import EMParams
 from emcl.core.subspace import (
+    Grounding,
     align,
     align_batch,
+    bootstrap_interval,
     channel_weights,
     closest_frames,
     distinct_subspaces,
@@ -155,6 +157,9 @@ def test_grounding_by_hand():
     words = ["a", "Red", "circle", "vanishes"]
     g = grounding(words, [0, 2, 1, 3], concepts, lexicon)
     assert g.correct == [None, False, True, True]
+    everywhere = [[*c, "count:1"] for c in concepts]  # a concept every frame shows
+    assert grounding(["one"], [0], everywhere, {"one": "count:1"}).scored == 0
+    assert grounding(["one"], [0], everywhere, {"one": "count:1"}, False).score == 1.0
     assert (g.hits, g.scored) == (2, 3)
     assert g.score == pytest.approx(2 / 3)
     assert g.chance == pytest.approx(0.5 + 0.5 + 0.5)  # each concept is visible in 2 of 4 frames
@@ -189,3 +194,40 @@ def test_alignment_is_finite_for_any_accepted_knobs(k, iters, lam, init, n_words
         frame, best = result.links(selection)
         assert frame.shape == (n_words,) and int(frame.max()) < 6
         assert all(math.isfinite(v) for v in best.tolist())
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    shows=st.lists(st.lists(st.booleans(), min_size=4, max_size=4), min_size=1, max_size=30),
+    picks=st.lists(st.integers(0, 3), min_size=30, max_size=30),
+)
+def test_only_informative_words_are_scored_and_chance_stays_below_one(shows, picks):
+    """A concept in every frame or in none is never scored; each scored word's chance is the
+    share of frames showing it, so pooled chance is strictly between 0 and 1."""
+    lexicon = {"x": "event:x"}
+    scores = []
+    for visible, frame in zip(shows, picks, strict=False):
+        concepts = [["event:x"] if v else [] for v in visible]
+        g = grounding(["x"], [frame], concepts, lexicon)
+        informative = 0 < sum(visible) < 4
+        assert g.scored == int(informative)
+        if informative:
+            assert g.chance == pytest.approx(sum(visible) / 4)
+            assert g.hits == int(visible[frame])
+        scores.append(g)
+    pooled = total(scores)
+    if pooled.scored:
+        assert 0 < pooled.chance_score < 1
+        low, high = bootstrap_interval(scores)
+        assert 0.0 <= low <= pooled.score <= high <= 1.0
+    else:
+        assert bootstrap_interval(scores) is None
+
+
+def test_bootstrap_interval_narrows_with_more_pairs():
+    one = Grounding(hits=1, scored=2, chance=1.0, correct=[])
+    other = Grounding(hits=0, scored=2, chance=1.0, correct=[])
+    few = bootstrap_interval([one, other] * 5)
+    many = bootstrap_interval([one, other] * 200)
+    assert few[1] - few[0] > many[1] - many[0] > 0
+    assert few[0] < 0.25 < few[1] and many[0] < 0.25 < many[1]

@@ -215,3 +215,46 @@ def test_windows_off_indexes_the_long_video_whole(long_gallery, tmp_path):
     g = build_gallery(long_gallery["records"][:1], long_gallery["encoder"], tmp_path,
                       windows=None, **long_gallery["options"])  # fmt: skip
     assert len(g.windows) == 0 and g.items().spans == (None,)
+
+
+# ---- the explorer and the page -----------------------------------------------------------------
+def test_search_subspaces_and_page_use_the_matched_window(long_gallery):
+    from emcl.explorer.knobs import KnobError, Knobs
+    from emcl.explorer.service import Explorer
+    from ui.tabs import search as search_tab
+
+    explorer = Explorer(long_gallery["encoder"], long_gallery["gallery"])
+    knobs = Knobs(mode="inference", beta=4.0, k=7, iters=10, lam=0.1, init="reference", seed=42)
+    segment = 2  # green triangle, 60-90 s
+    result = explorer.rank(demo_world.captions(segment_specs()[segment])[0], knobs)
+    for column in (result.base, result.emcl):
+        assert column[0].video_id == "long" and 60 <= column[0].span[0] < column[0].span[1] <= 90
+    assert result.to_json()["emcl"][0]["span"] == list(result.emcl[0].span)
+    assert result.gallery_size == 4 and len(result.emcl) == 4  # videos, not windows
+
+    _, emcl_html, *_ = search_tab.render(explorer, result)
+    start = f"{result.emcl[0].span[0]:g}"
+    assert f"long.mp4#t={start}" in emcl_html  # the player starts at the window
+    assert f"[{start}–" in emcl_html  # and the card says where
+
+    span = result.emcl[0].span
+    window = explorer.align("long", "a green triangle", knobs, f"{span[0]:g}-{span[1]:g}")
+    whole = explorer.align("long", "a green triangle", knobs)
+    assert len(window.alignment.frame_loadings) == len(whole.alignment.frame_loadings) == 12
+    view = explorer.snapshot.base  # the window's frame features, not the whole video's
+    exact, features = view.moments.window(0, (span[0] + 0.4, span[1] - 0.3))  # nearest one
+    assert exact == span and not torch.equal(features, view.frames[0])
+    assert window.alignment.frame_loadings.shape != whole.alignment.frame_loadings.shape or (
+        not torch.equal(window.alignment.frame_loadings, whole.alignment.frame_loadings)
+    )
+    rgb = explorer.frames_rgb("long", 32, span=span).astype(float)  # [T, 32, 32, 3]
+    shown = [  # each segment's picture at 32 px (4x4 block means of the 128 px render)
+        demo_world.render_frame(spec, 0).reshape(32, 4, 32, 4, 3).mean(axis=(1, 3))
+        for spec in segment_specs()
+    ]
+    for frame in rgb:  # every frame of the window shows the green segment
+        assert np.argmin([np.abs(frame - ref).mean() for ref in shown]) == segment
+    with pytest.raises(KnobError, match="indexed whole"):
+        explorer.align("short0", "a green triangle", knobs, "0-10")
+    with pytest.raises(KnobError, match="start-end"):
+        explorer.align("long", "a green triangle", knobs, "sixty")

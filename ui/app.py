@@ -54,7 +54,8 @@ def build_demo(
                 map_tab = map.build()
                 gallery_tab = gallery.build(explorer, uploads)
 
-        search.wire(search_tab, panel, explorer, [subspaces_tab.video, subspaces_tab.caption])
+        to_subspaces = [subspaces_tab.video, subspaces_tab.caption, subspaces_tab.window]
+        search.wire(search_tab, panel, explorer, to_subspaces)
         redraw = subspaces.wire(subspaces_tab, panel, explorer, active_tab)
         metrics.wire(metrics_tab, panel, explorer, demo)
         map.wire(map_tab, panel, explorer)

@@ -11,6 +11,7 @@ import html
 import io
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
@@ -433,12 +434,23 @@ def results_html(
             f'<video src="{html.escape(url(r.video_id))}" muted loop autoplay playsinline '
             f'preload="auto" title="{text}"></video>'
             f'<div class="emcl-meta"><span class="emcl-rank">#{r.rank}</span>{badge}'
-            f'<span class="emcl-score" title="score">{r.score:.3f}</span></div>'
+            f"{_score_html(r)}</div>"
             f'<div class="emcl-caption" title="{text}">{flag}<span class="emcl-id">{vid}</span> '
             f"{text}</div></div>"
         )
     body = "".join(cards) or '<div class="emcl-empty">no results</div>'
     return f'<div class="emcl-results" data-column="{html.escape(column)}">{body}</div>'
+
+
+def _score_html(hit: Any) -> str:
+    """The cosine (comparable across columns); the ranking score beside it where it differs
+    (the inference module ranks by a dot product of unnormalised outputs)."""
+    cosine = hit.score if hit.cosine is None else hit.cosine
+    shown = f'<span class="emcl-score" title="cosine">{cosine:.3f}</span>'
+    if abs(hit.score - cosine) > 5e-4:
+        title = "the score this column ranks by"
+        shown += f'<span class="emcl-rank-score" title="{title}">{hit.score:.2f}</span>'
+    return shown
 
 
 def video_html(url: str, title: str, lines: Sequence[str]) -> str:

@@ -41,11 +41,23 @@ KNOB_GUIDE = """
   (breaks the symmetry). **seed** seeds reference and data.
 - **EM context** — which rows share one EM run: *shortlist* (the query and its top-M base
   candidates; the rest keep base order), *gallery* (the query and every video), *block* (the
-  reference protocol: the query against blocks of 64 videos). Metrics always use 64 × 64
-  caption × video blocks (*gallery*: one run over everything). Scores depend on the context.
+  reference protocol: the query against blocks of 64 videos). The as-trained metrics always use
+  32 × 32 caption × video blocks; the inference-module metrics 64 × 64 blocks (*gallery*: one
+  run over everything). Scores depend on the context. The columns show the same kind of score,
+  the cosine of query and video (after EMCL in the EMCL column); the inference module ranks by
+  the dot product of its outputs, shown small beside the cosine.
 - **inverted softmax** — QB-Norm / dual softmax: each score times a softmax over queries at
   temperature τ; search uses the gallery's captions as the query bank (transductive).
 - **top-k** — results shown per column; the ground truth's rank is shown even outside it.
+- **EMCL's size** (under the knobs) — the median over the EM's rows of ‖β·μzᵀ‖ / ‖x‖, how
+  large the added reconstruction is next to the feature it is added to. Below about 1 % EMCL
+  cannot change a ranking much whatever the other knobs say (the demo's EMCL-Net features are
+  unnormalised and long, so their ratio is small); above about 50 % the reconstruction, which
+  the rows of one EM run share, dominates the features.
+- **Metrics protocol** — the live table uses the protocol the checkpoints were trained with
+  (EMCL-Net: text-conditioned frame pooling, one EM run per 32 × 32 block, as
+  `python -m emcl evaluate`); the inference-module protocol (mean-pooled unit-norm videos,
+  64 × 64 blocks) is one click away.
 """
 
 SUBSPACE_HELP = f"""
@@ -98,41 +110,96 @@ def gallery_summary(explorer: Explorer) -> str:
 
 def metrics_caption(result: MetricsResult, knobs: Knobs) -> str:
     note = (
-        f"{result.n_texts} captions × {result.n_videos} videos · {result.protocol} · "
-        f"{knobs.summary()} · {result.ms:.0f} ms"
+        f"{result.n_texts} captions × {result.n_videos} videos · {result.description} · "
+        f"{result.knobs.summary()} · EMCL's size {rec_size(result.rec_ratio)} · "
+        f"{result.ms:.0f} ms"
     )
     if knobs.isoftmax:
         note += f" · inverted softmax τ = {knobs.isoftmax_temp:g}"
     return note
 
 
-def effective_k_line(result: MetricsResult) -> str:
-    return f"effective K: **{result.effective_k}** (first metrics EM block)"
+def em_size_line(effective_k: int, rec_ratio: float, where: str) -> str:
+    """Effective K and EMCL's size (the panel line under the knobs; ``elem_id`` emcl-effk)."""
+    return (
+        f"effective K: **{effective_k}** · EMCL's size ‖β·μzᵀ‖/‖x‖: "
+        f'**<span class="emcl-rec-ratio">{rec_size(rec_ratio)}</span>** ({where}) — '
+        f"{rec_hint(rec_ratio)}"
+    )
 
 
-def grounding_table(result: AlignResult, selection: str, average: GroundingAverage | None) -> str:
+def rec_size(rec_ratio: float) -> str:
+    """The ratio in percent, three significant digits."""
+    return f"{100 * rec_ratio:.3g} %"
+
+
+def rec_hint(rec_ratio: float) -> str:
+    """What a tiny or a huge reconstruction means (docs/method.md §1.11)."""
+    if rec_ratio == 0.0:
+        return "EMCL is off"
+    if rec_ratio < 0.02:
+        return "tiny: EMCL barely moves the features, rankings can hardly change"
+    if rec_ratio > 0.5:
+        return "large: the shared reconstruction dominates the features"
+    return "EMCL moves the features noticeably"
+
+
+def metrics_em_line(result: MetricsResult) -> str:
+    where = "median over every EM block" if result.protocol == "trained" else "first EM block"
+    return em_size_line(result.effective_k, result.rec_ratio, where)
+
+
+def grounding_table(
+    result: AlignResult, selection: str, averages: dict[str, GroundingAverage | None]
+) -> str:
+    """This pair's grounding, and the test split's for both word encodings with 95 %
+    bootstrap intervals over the pairs, beside chance (docs/method.md §5)."""
+
     def pct(g: Any) -> str:
         return (
             "–" if g is None or g.score is None else f"{100 * g.score:.0f}% ({g.hits}/{g.scored})"
         )
+
+    def split(average: GroundingAverage | None, which: str) -> str:
+        if average is None:
+            return "–"
+        score = getattr(average, which)
+        interval = getattr(average, f"{which}_interval")
+        if score.score is None or interval is None:
+            return "–"
+        low, high = interval
+        return f"{100 * score.score:.1f}% [{100 * low:.1f}, {100 * high:.1f}]"
 
     def chance(g: Any) -> str:
         return "–" if g is None or g.chance_score is None else f"{100 * g.chance_score:.0f}%"
 
     if result.grounding.get("auto") is None:
         return "_No per-frame ground truth for this video: grounding is scored on the demo world._"
-    rows = [
-        ("subspaces, auto", result.grounding["auto"], average.auto if average else None),
-        ("full space", result.grounding["full"], average.full if average else None),
-    ]
-    if selection != "auto":
-        rows.insert(1, (f"subspace {selection}", result.grounding.get(selection), None))
-    pairs = average.pairs if average else 0
+    rows = [("subspaces, auto", "auto"), ("full space", "full")]
+    mine = result.words
+    names = {"tokens": "token states", "alone": "words alone"}
     lines = [
-        f"| grounding | this pair | test split ({pairs} pairs) | chance (this pair / split) |",
+        f"Grounding: links whose frame shows the word's concept, scored only for concepts "
+        f"visible in some but not all frames. This pair uses **{names[mine]}**.",
+        "",
+        "| links | this pair | test split, token states (95 % CI) | test split, words alone "
+        "(95 % CI) |",
         "|---|---|---|---|",
     ]
-    for label, here, split in rows:
-        split_chance = chance(split) if split is not None else "–"
-        lines.append(f"| {label} | {pct(here)} | {pct(split)} | {chance(here)} / {split_chance} |")
+    here_rows = list(rows)
+    if selection != "auto":
+        here_rows.insert(1, (f"subspace {selection}", selection))
+    for label, key in here_rows:
+        if key in ("auto", "full"):
+            cells = [split(averages.get(e), key) for e in ("tokens", "alone")]
+        else:
+            cells = ["–", "–"]
+        lines.append(f"| {label} | {pct(result.grounding.get(key))} | {cells[0]} | {cells[1]} |")
+    chances = [
+        chance(averages[e].auto) if averages.get(e) is not None else "–"
+        for e in ("tokens", "alone")
+    ]
+    lines.append(f"| chance | {chance(result.grounding['auto'])} | {chances[0]} | {chances[1]} |")
+    pairs = next((a.pairs for a in averages.values() if a is not None), 0)
+    lines.append(f"\n_{pairs} test pairs (each video with its first caption)._")
     return "\n".join(lines)

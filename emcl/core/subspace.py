@@ -120,6 +120,7 @@ class Alignment:
     auto: tuple[Tensor, Tensor]  # ([L] frame, [L] similarity) in each word's dominant subspace
     effective_k: int  # numerical rank of z (docs/design.md)
     width: Tensor  # [S] channels each subspace spreads over (perplexity of its z column)
+    rec_ratio: float = 0.0  # median over the rows of |β μ z^T| / |x| (EMCL's size)
 
     @property
     def n_subspaces(self) -> int:
@@ -160,8 +161,10 @@ def align(
         raise ValueError("the caption has no words to align")
     f = F.normalize(frames.float(), dim=-1)  # [T, D]
     w = F.normalize(words.float(), dim=-1)  # [L, D]
-    result = params.run(torch.cat([f, w]), prior if params.init == "prior" else None)
+    stacked = torch.cat([f, w])  # [T + L, D] unit-norm rows
+    result = params.run(stacked, prior if params.init == "prior" else None)
     z = result.z  # [D, K]
+    rec_ratio = float((params.beta * result.reconstruction.norm(dim=-1)).median())
     all_weights = channel_weights(z)  # [K, D]
     groups = distinct_subspaces(all_weights)
     group_of = torch.empty(all_weights.shape[0], dtype=torch.long)  # [K] column -> group
@@ -188,6 +191,7 @@ def align(
         auto=(frame.gather(0, pick)[0], best.gather(0, pick)[0]),
         effective_k=int(effective_k(z)) if params.iters > 0 else 0,
         width=width,
+        rec_ratio=rec_ratio,
     )
 
 
@@ -248,8 +252,13 @@ def grounding(
     linked_frames: Sequence[int],
     frame_concepts: Sequence[Sequence[str]],
     lexicon: Mapping[str, str],
+    informative_only: bool = True,
 ) -> Grounding:
-    """Score links ``word j -> frame linked_frames[j]`` against ``frame_concepts[t]``."""
+    """Score links ``word j -> frame linked_frames[j]`` against ``frame_concepts[t]``.
+
+    With ``informative_only`` a word is scored only if its concept is visible in some but not
+    all of the clip's frames: a concept every frame shows is linked correctly by any frame,
+    so it cannot tell a grounding from chance (docs/method.md §5)."""
     if len(words) != len(linked_frames):
         raise ValueError(f"{len(words)} words but {len(linked_frames)} links")
     n_frames = len(frame_concepts)
@@ -265,11 +274,15 @@ def grounding(
             continue
         if not 0 <= int(frame) < n_frames:
             raise ValueError(f"linked frame {frame} outside [0, {n_frames})")
+        showing = sum(concept in v for v in visible)
+        if informative_only and not 0 < showing < n_frames:
+            correct.append(None)
+            continue
         ok = concept in visible[int(frame)]
         correct.append(ok)
         hits += ok
         scored += 1
-        chance += sum(concept in v for v in visible) / n_frames
+        chance += showing / n_frames
     return Grounding(hits, scored, chance, correct)
 
 
@@ -283,6 +296,23 @@ def total(scores: Sequence[Grounding]) -> Grounding:
     )
 
 
+def bootstrap_interval(
+    scores: Sequence[Grounding], level: float = 0.95, resamples: int = 2000, seed: int = 0
+) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of the pooled score, resampling pairs (a pair's links are
+    not independent of each other, so the pair is the unit). ``None`` without scored links."""
+    hits = torch.tensor([float(s.hits) for s in scores], dtype=torch.float64)
+    scored = torch.tensor([float(s.scored) for s in scores], dtype=torch.float64)
+    if len(scores) == 0 or scored.sum() == 0:
+        return None
+    generator = torch.Generator().manual_seed(seed)
+    picks = torch.randint(len(scores), (resamples, len(scores)), generator=generator)
+    pooled = hits[picks].sum(1) / scored[picks].sum(1).clamp(min=1)
+    tail = (1.0 - level) / 2
+    low, high = torch.quantile(pooled, torch.tensor([tail, 1.0 - tail], dtype=torch.float64))
+    return float(low), float(high)
+
+
 __all__ = [
     "GROUP_TOL",
     "Alignment",
@@ -290,6 +320,7 @@ __all__ = [
     "Grounding",
     "align",
     "align_batch",
+    "bootstrap_interval",
     "channel_weights",
     "closest_frames",
     "distinct_subspaces",

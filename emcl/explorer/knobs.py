@@ -21,7 +21,7 @@ from emcl.retrieval.ranking import CONTEXTS
 MODES = ("joint", "inference")
 INITS = ("prior", "reference", "data")
 SWEEPS = ("beta", "k", "iters", "lam")
-METRIC_PROTOCOLS = ("inference", "emclnet")
+METRIC_PROTOCOLS = ("trained", "inference")  # docs/method.md §2.1, §2.2
 
 # What the UI and the API accept (the sliders use the same bounds).
 LIMITS: dict[str, tuple[float, float]] = {
@@ -126,6 +126,11 @@ class Knobs:
     def em_key(self) -> tuple:
         """What one EM run depends on (not the mode, top-k or the inverted softmax)."""
         return (self.k, self.iters, self.lam, self.beta, self.init, self.seed)
+
+    def em_run_key(self) -> tuple:
+        """What the EM iterations depend on: :meth:`em_key` without β, which only scales the
+        reconstruction afterwards."""
+        return (self.k, self.iters, self.lam, self.init, self.seed)
 
     def summary(self) -> str:
         """One line for status and table captions."""

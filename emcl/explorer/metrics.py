@@ -1,8 +1,20 @@
 """The Metrics tab's service: t2v/v2t metrics over the caption bank, sweeps of one knob, and
-the caption × video similarity matrices both share (cached per snapshot and EM knobs)."""
+the caption × video similarity matrices both share.
+
+Two protocols (docs/method.md §2):
+
+- ``trained`` (the default): the protocol the checkpoints were trained and are evaluated with,
+  EMCL-Net's text-conditioned frame pooling and one EM run per block of 32 captions × 32
+  videos. It goes through :class:`~emcl.retrieval.emclnet_table.EmclNetTable`, the same
+  engine as ``python -m emcl evaluate``; the table's knob-free geometry is kept per snapshot
+  and model, and one EM run per (K, iterations, λ, init, seed) serves every β.
+- ``inference``: the released inference module (mean-pooled, unit-norm videos; 64 × 64
+  blocks, or one run over the gallery in the ``gallery`` context).
+"""
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -14,65 +26,116 @@ from emcl.explorer.knobs import METRIC_PROTOCOLS, SWEEPS, KnobError, Knobs, choi
 from emcl.explorer.results import MetricsResult, SweepResult
 from emcl.explorer.snapshot import ModelView, Snapshot
 from emcl.retrieval.blocks import DEFAULT_BLOCK, similarity_matrix
+from emcl.retrieval.emclnet_table import EMCLNET_BLOCK, EmclNetTable, TableTerms
 from emcl.retrieval.metrics import retrieval_metrics
 
 if TYPE_CHECKING:
     from emcl.explorer.service import Explorer, Progress
 
 METRICS_BLOCK = DEFAULT_BLOCK["inference"]  # (texts, videos) per EM run, inference protocol
+# The trained protocol keeps Nt × Nv × T pooling weights and a D × D matrix per block; above
+# this many floats the page offers the inference protocol instead.
+MAX_TABLE_FLOATS = 96_000_000
 SWEEP_VALUES: dict[str, tuple[float, ...]] = {
     "beta": (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0),
     "k": (1, 2, 4, 7, 8, 16, 32, 64),
     "iters": (0, 1, 2, 3, 5, 7, 9, 12, 16, 20),
     "lam": (0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0),
 }
+ROWS = {  # the table's row names, page and API alike
+    "base": "Base",
+    "base+emcl": "Base + EMCL at inference",
+    "emcl": "EMCL checkpoint, no EM",
+    "emcl+em": "EMCL checkpoint + EM (joint)",
+}
 Metrics = dict[str, dict[str, float]]  # {"t2v": {"R1": ...}, "v2t": {...}}
+_table_lock = threading.Lock()  # one geometry build at a time (seconds; never twice)
 
 
+# --------------------------------------------------------------------------------------------
+# The trained protocol's engine, cached
+# --------------------------------------------------------------------------------------------
+def table_floats(view: ModelView) -> int:
+    """Floats the trained-protocol table of ``view`` keeps (pooling weights + Gram matrices)."""
+    n_texts, n_videos = view.base_sim.shape
+    num_frames, dim = view.frames.shape[1], view.frames.shape[2]
+    blocks = -(-n_texts // EMCLNET_BLOCK[0]) * -(-n_videos // EMCLNET_BLOCK[1])
+    return n_texts * n_videos * (num_frames + 2) + blocks * dim * (dim + 1)
+
+
+def table(explorer: Explorer, snap: Snapshot, view: ModelView) -> EmclNetTable:
+    """The trained-protocol engine for ``view`` (built on first use; seconds)."""
+    key = (snap.version, view.name)
+    hit = explorer.caches.tables.get(key)
+    if hit is not None:
+        return hit
+    if table_floats(view) > MAX_TABLE_FLOATS:
+        n_texts, n_videos = view.base_sim.shape
+        raise KnobError(
+            f"the as-trained metrics of {n_texts} captions × {n_videos} videos need "
+            f"{table_floats(view) * 4 / 1e9:.1f} GB; use the inference-module protocol"
+        )
+    with _table_lock:
+        return explorer.caches.tables.get_or_compute(
+            key,
+            lambda: EmclNetTable(
+                view.sentences, view.frames, temperature=view.encoder.config.frame_temp
+            ),
+        )
+
+
+def table_terms(explorer: Explorer, snap: Snapshot, view: ModelView, knobs: Knobs) -> TableTerms:
+    """One EM run per block at ``knobs`` (β does not enter the EM: it is not in the key)."""
+    engine = table(explorer, snap, view)
+    key = (snap.version, view.name, knobs.em_run_key())
+    return explorer.caches.terms.get_or_compute(
+        key, lambda: engine.terms(knobs.params(), explorer.prior(knobs))
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Similarity matrices
+# --------------------------------------------------------------------------------------------
 def similarity(
     explorer: Explorer,
     snap: Snapshot,
     view: ModelView,
     knobs: Knobs | None,
-    protocol: str = "inference",
+    protocol: str = "trained",
 ) -> Tensor:
-    """Captions × videos ``[Nt, M]`` with EM at ``knobs`` (``None``: without EM), cached per
-    snapshot, model, protocol and EM knobs. ``inference``: blocks of ``METRICS_BLOCK`` (one
-    run for the ``gallery`` context); ``emclnet``: the reference's 32 × 32 blocks with
-    text-conditioned frame pooling (docs/method.md §2.1, §2.2)."""
-    if knobs is None and protocol == "inference":
+    """Captions × videos ``[Nt, M]`` with EM at ``knobs`` (``None``: without EM)."""
+    if protocol == "trained":
+        engine = table(explorer, snap, view)
+        if knobs is None or knobs.iters == 0 or knobs.beta == 0.0:
+            return engine.base_scores()
+        return table_terms(explorer, snap, view, knobs).scores(knobs.beta)
+    if knobs is None:
         return view.base_sim
-    em = None if knobs is None else (knobs.em_key(), knobs.context == "gallery")
-    key = (snap.version, view.name, protocol, em)
+    key = (snap.version, view.name, protocol, knobs.em_key(), knobs.context == "gallery")
     return explorer.caches.similarity.get_or_compute(
-        key, lambda: _similarity(explorer, view, knobs, protocol)
+        key, lambda: _inference_similarity(explorer, view, knobs)
     )
 
 
-def _similarity(explorer: Explorer, view: ModelView, knobs: Knobs | None, protocol: str) -> Tensor:
-    params = prior = None
-    if knobs is not None:
-        params, prior = knobs.params(), explorer.prior(knobs)
+def _inference_similarity(explorer: Explorer, view: ModelView, knobs: Knobs) -> Tensor:
     n_texts, n_videos = view.base_sim.shape
-    if protocol == "emclnet":
-        inputs = {"frames": view.frames.float(), "frame_temp": view.encoder.config.frame_temp}
-        blocks: tuple[int | None, int | None] = (None, None)  # the reference's 32 × 32
-    else:
-        inputs = {"videos": view.index.embeddings}
-        whole = knobs is not None and knobs.context == "gallery"
-        blocks = (max(1, n_texts), max(1, n_videos)) if whole else METRICS_BLOCK
+    whole = knobs.context == "gallery"
+    blocks = (max(1, n_texts), max(1, n_videos)) if whole else METRICS_BLOCK
     with torch.inference_mode():
         return similarity_matrix(
             view.texts,
-            params=params,
-            prior=prior,
-            protocol=protocol,  # type: ignore[arg-type]
+            videos=view.index.embeddings,
+            params=knobs.params(),
+            prior=explorer.prior(knobs),
+            protocol="inference",
             block_texts=blocks[0],
             block_videos=blocks[1],
-            **inputs,
         )
 
 
+# --------------------------------------------------------------------------------------------
+# The table
+# --------------------------------------------------------------------------------------------
 def _scored(snap: Snapshot, sim: Tensor, knobs: Knobs) -> Metrics:
     temp = knobs.isoftmax_temp if knobs.isoftmax else None
     return retrieval_metrics(sim, snap.caption_owner, inverted_softmax_temp=temp)
@@ -92,59 +155,85 @@ def metrics(
     progress: Progress,
 ) -> MetricsResult:
     """t2v and v2t metrics of: base; base + EMCL at inference (these knobs); and, with an
-    EMCL checkpoint, that model without EM and with EM (joint). ``protocol``: the live
-    ``inference`` module protocol, or ``emclnet``, the protocol the demo models are trained
-    and evaluated with (text-conditioned frame pooling; seconds, not milliseconds)."""
+    EMCL checkpoint, that model without EM and with EM (joint), in ``protocol``
+    (``trained`` or ``inference``, see the module doc)."""
     start = time.perf_counter()
     protocol = choice("protocol", protocol, METRIC_PROTOCOLS)
     snap = explorer.snapshot
     _need_captions(snap)
-    views = [("Base", snap.base, "Base + EMCL at inference")]
+    views = [("base", snap.base, "base+emcl")]
     if snap.emcl is not None:
-        views.append(("EMCL checkpoint, no EM", snap.emcl, "EMCL checkpoint + EM (joint)"))
+        views.append(("emcl", snap.emcl, "emcl+em"))
     rows = []
-    for i, (plain, view, with_em) in enumerate(views):
-        progress(i / len(views), f"{view.name} model")
-        for label, point in ((plain, None), (with_em, knobs)):
-            sim = similarity(explorer, snap, view, point, protocol)
-            rows.append((label, _scored(snap, sim, knobs)))
+    with torch.inference_mode():
+        for i, (plain, view, with_em) in enumerate(views):
+            progress(i / len(views), f"{view.name} model")
+            for name, point in ((plain, None), (with_em, knobs)):
+                sim = similarity(explorer, snap, view, point, protocol)
+                rows.append((ROWS[name], _scored(snap, sim, knobs)))
+        effective_k, rec_ratio = em_size(explorer, snap, knobs, protocol)
     progress(1.0, "done")
     return MetricsResult(
+        knobs=knobs,
         rows=rows,
         n_texts=len(snap.captions),
         n_videos=len(snap.view(knobs.mode).index),
-        effective_k=block_effective_k(explorer, snap, knobs),
-        protocol=_describe(protocol, knobs),
+        effective_k=effective_k,
+        rec_ratio=rec_ratio,
+        protocol=protocol,
+        description=describe(protocol, knobs),
         ms=(time.perf_counter() - start) * 1000.0,
     )
 
 
-def _describe(protocol: str, knobs: Knobs) -> str:
-    if protocol == "emclnet":
-        return "EMCL-Net protocol, one EM run per block of 32 captions × 32 videos"
+def describe(protocol: str, knobs: Knobs) -> str:
+    """Which rows share one EM run, in words."""
+    if protocol == "trained":
+        texts, videos = EMCLNET_BLOCK
+        return (
+            "as trained (EMCL-Net: text-conditioned pooling, "
+            f"one EM run per block of {texts} captions × {videos} videos)"
+        )
     if knobs.context == "gallery":
         return "inference-module protocol, one EM run over all captions and videos"
     texts, videos = METRICS_BLOCK
     return f"inference-module protocol, one EM run per block of {texts} × {videos}"
 
 
-def block_effective_k(explorer: Explorer, snap: Snapshot, knobs: Knobs) -> int:
-    """Effective K of the first metrics block of the active model (no query needed)."""
+def em_size(explorer: Explorer, snap: Snapshot, knobs: Knobs, protocol: str) -> tuple[int, float]:
+    """(effective K, median over the EM's rows of ``|β μ z^T| / |x|``) for the active model
+    (``knobs.mode``): over every block in the trained protocol, over the first metrics block
+    in the inference protocol (0 and 0.0 when the EM is off)."""
     view = snap.view(knobs.mode)
-    if knobs.iters == 0 or len(view.index) == 0:
-        return 0
+    if knobs.iters == 0 or len(view.index) == 0 or len(snap.captions) == 0:
+        return 0, 0.0
+    if protocol == "trained":
+        terms = table_terms(explorer, snap, view, knobs)
+        return terms.effective_k, terms.rec_ratio(knobs.beta)
     n_texts, n_videos = METRICS_BLOCK
     videos = view.index.embeddings[:n_videos].float()
-    texts = view.texts[:n_texts] if len(view.texts) else videos
+    rows = torch.cat([videos, view.texts[:n_texts]])
     with torch.inference_mode():
-        result = knobs.params().run(torch.cat([videos, texts]), explorer.prior(knobs))
-        return int(result.effective_k)
+        result = knobs.params().run(rows, explorer.prior(knobs))
+        return int(result.effective_k), rec_ratio(rows, result.reconstruction, knobs.beta)
 
 
-def sweep(explorer: Explorer, knobs: Knobs, name: str, progress: Progress) -> SweepResult:
+def rec_ratio(rows: Tensor, reconstruction: Tensor, beta: float) -> float:
+    """Median over ``rows`` ``[N, D]`` of ``|β · reconstruction| / |row|``."""
+    ratios = beta * reconstruction.norm(dim=-1) / rows.float().norm(dim=-1).clamp(min=1e-12)
+    return float(ratios.median())
+
+
+# --------------------------------------------------------------------------------------------
+# Sweeps
+# --------------------------------------------------------------------------------------------
+def sweep(
+    explorer: Explorer, knobs: Knobs, name: str, progress: Progress, protocol: str = "trained"
+) -> SweepResult:
     """Metrics over the preset values of one knob (``beta``, ``k``, ``iters``, ``lam``),
     the other knobs as given, for base + EMCL at inference and the joint model."""
     name = choice("sweep", name, SWEEPS)
+    protocol = choice("protocol", protocol, METRIC_PROTOCOLS)
     snap = explorer.snapshot
     _need_captions(snap)
     if name == "k" and knobs.init == "prior":
@@ -152,18 +241,30 @@ def sweep(explorer: Explorer, knobs: Knobs, name: str, progress: Progress) -> Sw
             "the trained prior exists for one K only: pick init 'reference' or 'data' to sweep K"
         )
     values = list(SWEEP_VALUES[name])
-    models = [("Base + EMCL at inference", snap.base)]
+    models = [(ROWS["base+emcl"], snap.base)]
     if snap.emcl is not None:
-        models.append(("EMCL + EM (joint)", snap.emcl))
+        models.append((ROWS["emcl+em"], snap.emcl))
     series: dict[str, list[Metrics]] = {label: [] for label, _ in models}
-    for i, value in enumerate(values):
-        progress(i / len(values), f"{name} = {value:g}")
-        point = replace(knobs, **{name: int(value) if name in ("k", "iters") else value})
-        for label, view in models:
-            series[label].append(_scored(snap, similarity(explorer, snap, view, point), knobs))
+    with torch.inference_mode():
+        for i, value in enumerate(values):
+            progress(i / len(values), f"{name} = {value:g}")
+            point = replace(knobs, **{name: int(value) if name in ("k", "iters") else value})
+            for label, view in models:
+                sim = similarity(explorer, snap, view, point, protocol)
+                series[label].append(_scored(snap, sim, knobs))
+        reference = {
+            ROWS["base"]: _scored(
+                snap, similarity(explorer, snap, snap.base, None, protocol), knobs
+            )
+        }
+        if snap.emcl is not None:
+            sim = similarity(explorer, snap, snap.emcl, None, protocol)
+            reference[ROWS["emcl"]] = _scored(snap, sim, knobs)
     progress(1.0, "done")
-    reference = {"Base": _scored(snap, snap.base.base_sim, knobs)}
-    if snap.emcl is not None:
-        reference["EMCL checkpoint, no EM"] = _scored(snap, snap.emcl.base_sim, knobs)
-    notes = [f"{knobs.context if knobs.context == 'gallery' else 'block'} EM context"]
+    context = (
+        "32 × 32 blocks"
+        if protocol == "trained"
+        else ("gallery EM context" if knobs.context == "gallery" else "64 × 64 blocks")
+    )
+    notes = [describe(protocol, knobs).split(" (")[0], context]
     return SweepResult(name, [float(v) for v in values], series, reference, notes)

@@ -23,6 +23,7 @@ class SearchResult:
     effective_k: int
     context: str
     em_rows: int
+    rec_ratio: float  # median over the search EM's rows of |β μ z^T| / |x|
     ms: float
     targets: tuple[str, ...]  # ground-truth ids when the query is a known caption
     target_rank: dict[str, int | None]  # best ground-truth rank per column ("base", "emcl")
@@ -38,6 +39,7 @@ class SearchResult:
             "effective_k": self.effective_k,
             "context": self.context,
             "em_rows": self.em_rows,
+            "rec_ratio": self.rec_ratio,
             "ms": round(self.ms, 3),
             "ground_truth": list(self.targets),
             "ground_truth_rank": self.target_rank,
@@ -48,11 +50,14 @@ class SearchResult:
 
 @dataclass(frozen=True)
 class MetricsResult:
+    knobs: Knobs  # the knobs these rows were computed with
     rows: list[tuple[str, dict[str, dict[str, float]]]]  # (label, {"t2v": ..., "v2t": ...})
     n_texts: int
     n_videos: int
-    effective_k: int  # of one representative EM block
-    protocol: str  # says which rows share one EM run
+    effective_k: int  # median over the EM blocks (trained), or of the first block (inference)
+    rec_ratio: float  # median over the EM's rows of |β μ z^T| / |x|
+    protocol: str  # "trained" | "inference"
+    description: str  # says which rows share one EM run
     ms: float
 
     def table(self) -> list[list[Any]]:
@@ -61,6 +66,19 @@ class MetricsResult:
             [label] + [round(m[d][k], 1) for d in ("t2v", "v2t") for k in METRIC_KEYS]
             for label, m in self.rows
         ]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "protocol": self.protocol,
+            "description": self.description,
+            "knobs": self.knobs.to_dict(),
+            "rows": {label: m for label, m in self.rows},
+            "captions": self.n_texts,
+            "videos": self.n_videos,
+            "effective_k": self.effective_k,
+            "rec_ratio": self.rec_ratio,
+            "ms": round(self.ms, 3),
+        }
 
 
 @dataclass(frozen=True)
@@ -80,13 +98,31 @@ class AlignResult:
     grounding: dict[str, Grounding | None]  # "auto", "full", "s1".. -> score (demo world only)
     truncated: bool
     dropped_words: list[str]  # punctuation left out of the figure
+    words: str = "tokens"  # the word encoding used: "tokens" | "alone"
 
 
 @dataclass(frozen=True)
 class GroundingAverage:
+    """Grounding pooled over the test split's (video, first caption) pairs, one word encoding."""
+
+    words: str  # the word encoding: "tokens" | "alone"
     auto: Grounding  # each word linked in its dominant subspace
     full: Grounding  # the same words linked in the full space
     pairs: int
+    auto_interval: tuple[float, float] | None  # 95 % bootstrap interval over pairs
+    full_interval: tuple[float, float] | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "words": self.words,
+            "pairs": self.pairs,
+            "scored_links": self.auto.scored,
+            "subspaces": self.auto.score,
+            "subspaces_95ci": self.auto_interval,
+            "full_space": self.full.score,
+            "full_space_95ci": self.full_interval,
+            "chance": self.auto.chance_score,
+        }
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from emcl.explorer.knobs import KnobError, Knobs, clean_text
 from emcl.explorer.metrics import similarity
 from emcl.explorer.results import SearchResult
 from emcl.explorer.snapshot import Snapshot, normalise_caption
-from emcl.retrieval.ranking import SEARCH_BLOCK, Hit, Ranking, rank_query
+from emcl.retrieval.ranking import SEARCH_BLOCK, Hit, Ranking, Span, rank_query
 
 if TYPE_CHECKING:
     from emcl.explorer.service import Explorer
@@ -52,6 +52,7 @@ def rank(explorer: Explorer, query: object, knobs: Knobs) -> SearchResult:
         effective_k=ranking.effective_k,
         context=knobs.context,
         em_rows=ranking.em_rows,
+        rec_ratio=ranking.rec_ratio,
         ms=(time.perf_counter() - start) * 1000.0,
         targets=tuple(targets),
         target_rank={c: columns.best_rank(c, target_pos) for c in ("base", "emcl")},
@@ -79,14 +80,22 @@ def _rankings(
     }
     params, prior = knobs.params(), explorer.prior(knobs)
     query_base, cut_base = explorer.encode_query(snap.base, text)
+    base_index, base_items = snap.base.ranked()  # long videos: their windows (best one wins)
     try:
         if knobs.mode == "inference":
-            ranking = rank_query(query_base, snap.base.index, params, prior=prior, **options)
+            ranking = rank_query(
+                query_base, base_index, params, prior=prior, items=base_items, **options
+            )
             return ranking, ranking, cut_base
         emcl_view = snap.view(knobs.mode)
         query_emcl, cut_emcl = explorer.encode_query(emcl_view, text)
-        plain = rank_query(query_base, snap.base.index, NO_EM, shortlist_size=1, top_k=need)
-        ranking = rank_query(query_emcl, emcl_view.index, params, prior=prior, **options)
+        plain = rank_query(
+            query_base, base_index, NO_EM, shortlist_size=1, top_k=need, items=base_items
+        )
+        emcl_index, emcl_items = emcl_view.ranked()
+        ranking = rank_query(
+            query_emcl, emcl_index, params, prior=prior, items=emcl_items, **options
+        )
         return plain, ranking, cut_base or cut_emcl
     except ValueError as error:
         raise KnobError(str(error)) from None
@@ -100,8 +109,11 @@ class _Columns:
         order: dict[str, list[int]],
         score: dict[str, dict[int, float]],
         rank: dict[str, dict[int, int]],
+        span: dict[str, dict[int, Span | None]],  # the matched window of each long video
+        cosine: dict[str, dict[int, float | None]],  # the column's cosine (after EMCL: emcl)
     ):
-        self.order, self.score, self.rank = order, score, rank
+        self.order, self.score, self.rank, self.span = order, score, rank, span
+        self.cosine = cosine
 
     @classmethod
     def from_rankings(cls, plain: Ranking, ranking: Ranking) -> _Columns:
@@ -112,6 +124,14 @@ class _Columns:
                 "emcl": {h.index: h.score for h in ranking.emcl},
             },
             rank={"base": plain.base_rank, "emcl": ranking.emcl_rank},
+            span={
+                "base": {h.index: h.span for h in plain.base},
+                "emcl": {h.index: h.span for h in ranking.emcl},
+            },
+            cosine={
+                "base": {h.index: h.cosine for h in plain.base},
+                "emcl": {h.index: h.cosine for h in ranking.emcl},
+            },
         )
 
     def hits(self, snap: Snapshot, column: str, targets: set[int], top_k: int) -> list[Hit]:
@@ -126,6 +146,8 @@ class _Columns:
                 other_rank=theirs[p],
                 rank_change=theirs[p] - mine[p] if column == "emcl" else None,
                 is_target=p in targets,
+                span=self.span[column].get(p),
+                cosine=self.cosine[column].get(p),
             )
             for p in self.order[column][:top_k]
         ]
@@ -142,7 +164,7 @@ def _inverted_softmax(
     way as each column (the EMCL column's bank with EM at these knobs)."""
     size = len(snap.base.index)
     emcl_candidates = min(knobs.shortlist, size) if knobs.context == "shortlist" else size
-    emcl_bank = similarity(explorer, snap, snap.view(knobs.mode), knobs)
+    emcl_bank = similarity(explorer, snap, snap.view(knobs.mode), knobs, "inference")
     banks = {"base": (snap.base.base_sim, size), "emcl": (emcl_bank, emcl_candidates)}
     order, score = {}, {}
     for column, (bank, n_rerank) in banks.items():
@@ -156,7 +178,7 @@ def _inverted_softmax(
             n_rerank,
         )
     rank = {c: {pos: r + 1 for r, pos in enumerate(order[c])} for c in order}
-    return _Columns(order, score, rank)
+    return _Columns(order, score, rank, columns.span, columns.cosine)
 
 
 def qb_norm(

@@ -35,6 +35,7 @@ from emcl.explorer import subspaces as subspace_service
 from emcl.explorer import uploads as upload_service
 from emcl.explorer.cache import LRU
 from emcl.explorer.knobs import KnobError, Knobs
+from emcl.explorer.latest import LatestWins
 from emcl.explorer.results import (
     AlignResult,
     GroundingAverage,
@@ -59,6 +60,8 @@ class Caches:
 
     queries: LRU = field(default_factory=lambda: LRU(512))  # (fingerprint, text) -> embedding
     similarity: LRU = field(default_factory=lambda: LRU(12))  # captions × videos matrices
+    tables: LRU = field(default_factory=lambda: LRU(4))  # trained-protocol geometry per model
+    terms: LRU = field(default_factory=lambda: LRU(8))  # one EM run over a table (β-free)
     bank_words: LRU = field(default_factory=lambda: LRU(4))  # word features of the bank
     groundings: LRU = field(default_factory=lambda: LRU(16))
     frames: LRU = field(default_factory=lambda: LRU(64))  # decoded frames for the view
@@ -95,6 +98,7 @@ class Explorer:
         self.upload_max_bytes = upload_max_bytes
         self.write_lock = threading.Lock()  # one writer (uploads) at a time
         self.caches = Caches()
+        self._latest: dict[str, LatestWins] = {}  # metrics requests, per protocol
 
     # ---- state every tab reads -----------------------------------------------------------
     @property
@@ -181,26 +185,54 @@ class Explorer:
         return search_service.rank(self, query, knobs)
 
     def metrics(
-        self, knobs: Knobs, protocol: str = "inference", progress: Progress = _no_progress
+        self, knobs: Knobs, protocol: str = "trained", progress: Progress = _no_progress
     ) -> MetricsResult:
-        return metrics_service.metrics(self, knobs, protocol, progress)
+        """The metrics table; a call that arrives while another runs for the same protocol
+        is answered by the next run, with the newest knobs (``result.knobs`` says which)."""
+        channel = self._latest.setdefault(protocol, LatestWins())
+        return channel.call(lambda: metrics_service.metrics(self, knobs, protocol, progress))
 
-    def block_effective_k(self, knobs: Knobs) -> int:
-        return metrics_service.block_effective_k(self, self._snapshot, knobs)
+    def sweep(
+        self,
+        knobs: Knobs,
+        name: str,
+        progress: Progress = _no_progress,
+        protocol: str = "trained",
+    ) -> SweepResult:
+        return metrics_service.sweep(self, knobs, name, progress, protocol)
 
-    def sweep(self, knobs: Knobs, name: str, progress: Progress = _no_progress) -> SweepResult:
-        return metrics_service.sweep(self, knobs, name, progress)
+    def warm_up(self) -> None:
+        """Build the trained-protocol tables now (seconds) rather than on the first request."""
+        snap = self._snapshot
+        for view in (snap.base, snap.emcl):
+            if view is not None and len(snap.captions):
+                try:
+                    metrics_service.table(self, snap, view)
+                except KnobError:
+                    return  # too large: the page says so when asked
 
-    def align(self, video_id: object, caption: object, knobs: Knobs) -> AlignResult:
-        return subspace_service.align(self, video_id, caption, knobs)
+    def align(
+        self,
+        video_id: object,
+        caption: object,
+        knobs: Knobs,
+        span: object = None,
+        words: str | None = None,
+    ) -> AlignResult:
+        """``words``: "tokens", "alone", or None for the one that grounds better."""
+        return subspace_service.align(self, video_id, caption, knobs, span, words)
 
     def grounding_average(
-        self, knobs: Knobs, progress: Progress = _no_progress
+        self, knobs: Knobs, progress: Progress = _no_progress, words: str = "tokens"
     ) -> GroundingAverage | None:
-        return subspace_service.grounding_average(self, knobs, progress)
+        return subspace_service.grounding_average(self, knobs, progress, words)
 
-    def frames_rgb(self, video_id: object, size: int = 96) -> np.ndarray:
-        return subspace_service.frames_rgb(self, video_id, size)
+    def default_words(self, knobs: Knobs) -> str:
+        """The word encoding that grounds better on the test split (see subspaces)."""
+        return subspace_service.default_words(self, knobs)
+
+    def frames_rgb(self, video_id: object, size: int = 96, span: object = None) -> np.ndarray:
+        return subspace_service.frames_rgb(self, video_id, size, span)
 
     def embedding_map(
         self, knobs: Knobs, progress: Progress = _no_progress, **options: object

@@ -19,6 +19,8 @@ from emcl.data.gallery import Gallery
 from emcl.explorer.knobs import KnobError
 from emcl.model.encoder import Encoder
 from emcl.retrieval.index import GalleryIndex, valid_rows
+from emcl.retrieval.moments import MomentIndex
+from emcl.retrieval.ranking import ItemMap
 
 
 @dataclass(frozen=True)
@@ -30,12 +32,20 @@ class ModelView:
     gallery: Gallery
     frames: Tensor  # [Nv, T, D] fp16 per-frame features (the subspace view)
     index: GalleryIndex  # unit-norm video embeddings, rankable rows only
-    texts: Tensor  # [Nt, D] unit-norm caption embeddings (metrics, query bank)
+    sentences: Tensor  # [Nt, D] caption features as the model emits them (the trained protocol)
+    texts: Tensor  # [Nt, D] the same, unit-norm (inference-module protocol, query bank)
     base_sim: Tensor  # [Nt, M] cosines of captions × index rows, no EM
+    moments: MomentIndex | None = None  # long videos' windows as items (search, subspaces)
 
     @property
     def prior(self) -> Tensor | None:
         return self.encoder.prior
+
+    def ranked(self) -> tuple[GalleryIndex, ItemMap | None]:
+        """What search ranks: the item index when long videos have windows, else the videos."""
+        if self.moments is None:
+            return self.index, None
+        return self.moments.index, self.moments.items
 
 
 @dataclass(frozen=True)
@@ -87,11 +97,19 @@ def _view(
     if todo:
         with torch.inference_mode():
             encoded = encoder.encode_texts(todo)["sentence"]
-        text_cache.update(zip(todo, F.normalize(encoded, dim=-1), strict=True))
+        text_cache.update(zip(todo, encoded.float(), strict=True))
     dim = videos.shape[-1]
-    texts = torch.stack([text_cache[c] for c in captions]) if captions else torch.zeros(0, dim)
+    # Not normalised: EMCL-Net's pooling softmax sees the norm, so the trained protocol
+    # needs the features as trained (docs/method.md §2.1).
+    sentences = torch.stack([text_cache[c] for c in captions]) if captions else torch.zeros(0, dim)
+    texts = F.normalize(sentences, dim=-1)
     base_sim = texts @ index.embeddings.float().T  # [Nt, M]
-    return ModelView(name, encoder, gallery, frames, index, texts, base_sim)
+    moments = None
+    if gallery.windows is not None and len(gallery.windows):
+        items = gallery.items(ids)
+        moments = MomentIndex.build(items.video_ids, items.video_rows, items.spans,
+                                    items.frame_embeddings, items.video_embeddings)  # fmt: skip
+    return ModelView(name, encoder, gallery, frames, index, sentences, texts, base_sim, moments)
 
 
 def make_snapshot(

@@ -10,11 +10,21 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from emcl.core.subspace import Grounding, align_batch, grounding, keep_word, total
+from emcl.core.subspace import (
+    Grounding,
+    align_batch,
+    bootstrap_interval,
+    grounding,
+    keep_word,
+    total,
+)
 from emcl.core.subspace import align as align_pair
-from emcl.explorer.knobs import KnobError, Knobs, clean_text
+from emcl.data.windows import load_window
+from emcl.explorer.knobs import KnobError, Knobs, choice, clean_text
 from emcl.explorer.results import AlignResult, GroundingAverage
 from emcl.explorer.snapshot import ModelView, Snapshot
+from emcl.retrieval.moments import parse_span
+from emcl.retrieval.ranking import Span
 from emcl.video.decoder import load_frames
 from emcl.video.sampling import center_crop
 
@@ -22,24 +32,41 @@ if TYPE_CHECKING:
     from emcl.explorer.service import Explorer, Progress
 
 GROUNDING_CHUNK = 128  # pairs per batched EM call over the test split
+# Word features for the view (docs/method.md §5): "tokens" are the text tower's token states
+# (contrastive training never aligned them with frames); "alone" encodes each word on its
+# own through the whole text tower, as a one-word caption, the feature training did align.
+WORD_ENCODINGS = ("tokens", "alone")
 
 
-def align(explorer: Explorer, video_id: object, caption: object, knobs: Knobs) -> AlignResult:
+def align(
+    explorer: Explorer,
+    video_id: object,
+    caption: object,
+    knobs: Knobs,
+    span: object = None,
+    words: str | None = None,
+) -> AlignResult:
     """Frame–word alignment in the EM subspaces of one (video, caption) pair, scored against
-    per-frame ground truth where the world has it."""
+    per-frame ground truth where the world has it. ``span``: a long video's window ("60-70"
+    or (60, 70), seconds; the nearest window is used), None for the whole video. ``words``:
+    the word encoding (:data:`WORD_ENCODINGS`; ``None``: the one that grounds better on the
+    test split, :func:`default_words`)."""
     snap = explorer.snapshot
     explorer.video_path(video_id)  # refuses anything but a known id
     text, cut = clean_text(caption, "the caption")
     view = snap.view(knobs.mode)
     params, prior = knobs.params(), explorer.prior(knobs)
-    frames = view.frames[snap.position[video_id]].float()  # [T, D]
-    vectors, words, dropped, truncated = _word_vectors(view, text)
+    window = _window(view, snap.position[video_id], span)
+    frames = (window[1] if window else view.frames[snap.position[video_id]]).float()  # [T, D]
+    encoding = default_words(explorer, knobs) if words is None else words
+    choice("word encoding", encoding, WORD_ENCODINGS)
+    vectors, words, dropped, truncated = _word_vectors(explorer, view, text, encoding)
     if not words:
         raise KnobError("the caption has no words to align (only punctuation?)")
     with torch.inference_mode():
         alignment = align_pair(frames, vectors, words, params, prior)
     scores: dict[str, Grounding | None] = {}
-    concepts = _concepts(explorer, str(video_id), frames.shape[0])
+    concepts = None if window else _concepts(explorer, str(video_id), frames.shape[0])
     selections: list[tuple[str, int | None]] = [("auto", -1), ("full", None)]
     selections += [(f"s{s + 1}", s) for s in range(alignment.n_subspaces)]
     for label, selection in selections:
@@ -49,10 +76,32 @@ def align(explorer: Explorer, video_id: object, caption: object, knobs: Knobs) -
         frame, _ = alignment.links(selection)
         lexicon = explorer.ground_truth.lexicon  # type: ignore[union-attr]
         scores[label] = grounding(words, frame.tolist(), concepts, lexicon)
-    return AlignResult(str(video_id), text, alignment, scores, truncated or cut, dropped)
+    return AlignResult(
+        str(video_id), text, alignment, scores, truncated or cut, dropped, encoding
+    )
 
 
-def _word_vectors(view: ModelView, text: str) -> tuple[Tensor, list[str], list[str], bool]:
+def _window(view: ModelView, position: int, span: object) -> tuple[Span, Tensor] | None:
+    """The window of a long video nearest ``span`` (its span and frame features ``[T, D]``),
+    or None for the whole video."""
+    if span is None or isinstance(span, str):
+        try:
+            span = parse_span(span)
+        except ValueError as error:
+            raise KnobError(str(error)) from None
+    if span is None:
+        return None
+    if view.moments is None:
+        raise KnobError("no video in this gallery has windows: clear the window")
+    try:
+        return view.moments.window(position, span)  # type: ignore[arg-type]
+    except ValueError as error:
+        raise KnobError(str(error)) from None
+
+
+def _word_vectors(
+    explorer: Explorer, view: ModelView, text: str, encoding: str
+) -> tuple[Tensor, list[str], list[str], bool]:
     """Kept word features ``[L, D]``, their words, the dropped punctuation, truncated?"""
     with torch.inference_mode():
         out = view.encoder.encode_texts([text])
@@ -60,7 +109,20 @@ def _word_vectors(view: ModelView, text: str) -> tuple[Tensor, list[str], list[s
     vectors = out["word_tokens"][0][mask]  # [L, D]
     keep = [i for i, w in enumerate(words) if keep_word(w)]
     dropped = [w for w in words if not keep_word(w)]
-    return vectors[keep], [words[i] for i in keep], dropped, bool(out["truncated"][0])
+    kept = [words[i] for i in keep]
+    if encoding == "alone":
+        return _words_alone(explorer, view, kept), kept, dropped, bool(out["truncated"][0])
+    return vectors[keep], kept, dropped, bool(out["truncated"][0])
+
+
+def _words_alone(explorer: Explorer, view: ModelView, words: list[str]) -> Tensor:
+    """Each word's sentence feature as a one-word caption ``[L, D]`` (cached per word)."""
+    dim = view.sentences.shape[-1]
+    vectors = []
+    for word in words:
+        vector, _ = explorer.encode_query(view, word.strip() or word)
+        vectors.append(vector)
+    return torch.stack(vectors) if vectors else torch.zeros(0, dim)
 
 
 def _concepts(explorer: Explorer, video_id: str, num_frames: int) -> list[list[str]] | None:
@@ -71,22 +133,43 @@ def _concepts(explorer: Explorer, video_id: str, num_frames: int) -> list[list[s
 
 
 def grounding_average(
-    explorer: Explorer, knobs: Knobs, progress: Progress
+    explorer: Explorer, knobs: Knobs, progress: Progress, words: str = "tokens"
 ) -> GroundingAverage | None:
     """Grounding of auto (subspace) and full-space links pooled over every captioned video
-    with ground truth (its first caption). ``None`` without ground truth."""
+    with ground truth (its first caption), with 95 % bootstrap intervals over the pairs.
+    ``None`` without ground truth."""
+    choice("word encoding", words, WORD_ENCODINGS)
     snap = explorer.snapshot
     view = snap.view(knobs.mode)
     if explorer.ground_truth is None:
         return None
-    key = (snap.version, view.name, knobs.em_key())
+    key = (snap.version, view.name, knobs.em_key(), words)
     return explorer.caches.groundings.get_or_compute(
-        key, lambda: _grounding_average(explorer, snap, view, knobs, progress)
+        key, lambda: _grounding_average(explorer, snap, view, knobs, progress, words)
     )
 
 
+def default_words(explorer: Explorer, knobs: Knobs) -> str:
+    """The word encoding whose subspace links ground better on the test split, at the
+    defaults of ``knobs.mode`` (fixed per snapshot, not per knob move); ``tokens`` without
+    ground truth."""
+    defaults = explorer.defaults(knobs.mode)
+    scores = {}
+    for encoding in WORD_ENCODINGS:
+        average = grounding_average(explorer, defaults, lambda f, m: None, encoding)
+        if average is None or average.auto.score is None:
+            return "tokens"
+        scores[encoding] = average.auto.score
+    return max(WORD_ENCODINGS, key=lambda e: (scores[e], e == "tokens"))
+
+
 def _grounding_average(
-    explorer: Explorer, snap: Snapshot, view: ModelView, knobs: Knobs, progress: Progress
+    explorer: Explorer,
+    snap: Snapshot,
+    view: ModelView,
+    knobs: Knobs,
+    progress: Progress,
+    encoding: str,
 ) -> GroundingAverage | None:
     truth = explorer.ground_truth
     assert truth is not None
@@ -100,7 +183,8 @@ def _grounding_average(
     if not pairs:
         return None
     vectors, mask, words = explorer.caches.bank_words.get_or_compute(
-        (snap.version, view.name), lambda: _encode_words(view, [c for _, c in pairs])
+        (snap.version, view.name, encoding),
+        lambda: _encode_words(explorer, view, [c for _, c in pairs], encoding),
     )
     auto, full = [], []
     for start in range(0, len(pairs), GROUNDING_CHUNK):
@@ -117,32 +201,56 @@ def _grounding_average(
             auto.append(grounding(these, links.auto[b, :n].tolist(), concepts, truth.lexicon))
             full.append(grounding(these, links.full[b, :n].tolist(), concepts, truth.lexicon))
     progress(1.0, "done")
-    return GroundingAverage(total(auto), total(full), len(pairs))
+    return GroundingAverage(
+        encoding,
+        total(auto),
+        total(full),
+        len(pairs),
+        bootstrap_interval(auto),
+        bootstrap_interval(full),
+    )
 
 
-def _encode_words(view: ModelView, captions: list[str]) -> tuple[Tensor, Tensor, list]:
+def _encode_words(
+    explorer: Explorer, view: ModelView, captions: list[str], encoding: str
+) -> tuple[Tensor, Tensor, list]:
     """Kept word vectors of many captions, zero-padded: ``[B, L, D]``, mask ``[B, L]``."""
     with torch.inference_mode():
         out = view.encoder.encode_texts(captions)
     kept = [[i for i, w in enumerate(ws) if keep_word(w)] for ws in out["words"]]
+    if encoding == "alone":
+        vocabulary = sorted({out["words"][b][i] for b, keep in enumerate(kept) for i in keep})
+        alone = dict(zip(vocabulary, _words_alone(explorer, view, vocabulary), strict=True))
     width = max((len(k) for k in kept), default=0)
     vectors = torch.zeros(len(captions), width, out["word_tokens"].shape[-1])
     mask = torch.zeros(len(captions), width, dtype=torch.bool)
     for b, keep in enumerate(kept):
-        vectors[b, : len(keep)] = out["word_tokens"][b, keep]
+        if encoding == "alone":
+            vectors[b, : len(keep)] = torch.stack([alone[out["words"][b][i]] for i in keep])
+        else:
+            vectors[b, : len(keep)] = out["word_tokens"][b, keep]
         mask[b, : len(keep)] = True
     words = [[out["words"][b][i] for i in keep] for b, keep in enumerate(kept)]
     return vectors, mask, words
 
 
-def frames_rgb(explorer: Explorer, video_id: object, size: int = 96) -> np.ndarray:
+def frames_rgb(
+    explorer: Explorer, video_id: object, size: int = 96, span: object = None
+) -> np.ndarray:
     """The sampled frames ``[T, s, s, 3]`` uint8 shown in the subspace view, decoded in the
-    guarded decoder with the gallery's sampler (so they are the frames the model saw)."""
+    guarded decoder with the gallery's sampler (so they are the frames the model saw); of the
+    window nearest ``span`` for a long video's window."""
     path = explorer.video_path(video_id)
-    num_frames = explorer.snapshot.base.frames.shape[1]
+    snap = explorer.snapshot
+    num_frames = snap.base.frames.shape[1]
+    window = _window(snap.base, snap.position[video_id], span)
+    exact = window[0] if window else None
 
     def decode() -> np.ndarray:
-        frames = load_frames(path, num_frames=num_frames, size=size)  # [T, h, w, 3]
+        if exact is not None:
+            frames = load_window(path, exact, num_frames, size)  # [T, h, w, 3]
+        else:
+            frames = load_frames(path, num_frames=num_frames, size=size)  # [T, h, w, 3]
         return np.ascontiguousarray(center_crop(frames, size))  # [T, s, s, 3] as the gallery
 
-    return explorer.caches.frames.get_or_compute((str(path), num_frames, size), decode)
+    return explorer.caches.frames.get_or_compute((str(path), num_frames, size, exact), decode)

@@ -47,7 +47,10 @@ class Hit:
     rank: int  # 1-based, in this column
     other_rank: int  # 1-based rank of the same video in the other column
     rank_change: int | None  # base rank - EMCL rank (positive: moved up); None in the base column
-    is_target: bool = False  # the ground truth of a known caption
+    is_target: bool = False
+    # The cosine of query and video as this column scores them: after EMCL in the EMCL
+    # column (whose protocol may rank by another score, ``score``), the base cosine otherwise.
+    cosine: float | None = None  # the ground truth of a known caption
     span: Span | None = None  # (start_s, end_s) of the matched window; None: the whole video
 
     def to_json(self) -> dict[str, Any]:
@@ -58,6 +61,7 @@ class Hit:
             "other_rank": self.other_rank,
             "rank_change": self.rank_change,
             "is_target": self.is_target,
+            "cosine": self.cosine,
             "span": list(self.span) if self.span is not None else None,
         }
 
@@ -85,6 +89,7 @@ class Ranking:
     effective_k: int
     context: str
     em_rows: int  # rows in one EM run
+    rec_ratio: float  # median over the EM's rows of |β μ z^T| / |x| (EMCL's size)
     base_rank: dict[int, int]  # original index -> 1-based base rank (every ranked video)
     emcl_rank: dict[int, int]
     ms: float
@@ -107,8 +112,9 @@ def _emcl_scores(
     context: str,
     block_videos: int,
     protocol: str,
-) -> tuple[Tensor, int, int]:
-    """EMCL scores of ``candidates`` ``[C]``, the smallest effective K and rows per EM run."""
+) -> _Run:
+    """EMCL scores and cosines of ``candidates`` ``[C]``, the smallest effective K, rows per
+    EM run and EMCL's size on every row."""
     if context != "block":
         parts = [candidates[None]]  # one EM run over all candidates
     else:
@@ -119,8 +125,25 @@ def _emcl_scores(
         if full < len(candidates):
             parts.append(candidates[full:][None])
     runs = [_run_blocks(query, index, part, params, prior, protocol) for part in parts]
-    scores = torch.cat([block_scores.flatten() for block_scores, _, _ in runs])
-    return scores, min(k for _, k, _ in runs), max(rows for _, _, rows in runs)
+    scores = torch.cat([run.scores.flatten() for run in runs])
+    cosines = torch.cat([run.cosines.flatten() for run in runs])
+    ratios = torch.cat([run.ratios.flatten() for run in runs])
+    return _Run(
+        scores,
+        cosines,
+        min(run.effective_k for run in runs),
+        max(run.rows for run in runs),
+        ratios,
+    )
+
+
+@dataclass(frozen=True)
+class _Run:
+    scores: Tensor  # [..., C] what the protocol ranks by
+    cosines: Tensor  # [..., C] cosine of the query and each video after EMCL
+    effective_k: int
+    rows: int  # rows per EM run
+    ratios: Tensor  # [...] |β μ z^T| / |x| of every row
 
 
 def _run_blocks(
@@ -130,7 +153,7 @@ def _run_blocks(
     params: EMParams,
     prior: Tensor | None,
     protocol: str,
-) -> tuple[Tensor, int, int]:
+) -> _Run:
     """One batched EM call over ``blocks`` ``[B, C]`` (index positions): scores ``[B, C]``."""
     n_blocks = blocks.shape[0]
     text = query[None, None].expand(n_blocks, 1, -1)  # [B, 1, D]
@@ -139,16 +162,21 @@ def _run_blocks(
         mask = index.frame_mask[blocks] if index.frame_mask is not None else None
         pooled = text_conditioned_pool(text, frames, mask)  # [B, 1, C, D]
         stacked = torch.cat([pooled[:, 0], text], dim=1)  # [B, C+1, D]
-        result = params.run(stacked, prior if params.init == "prior" else None)
-        out = F.normalize(result.embeddings, dim=-1)
-        scores = out[:, :-1] @ out[:, -1:].mT  # [B, C, 1]
     else:
-        videos = index.embeddings[blocks].float()  # [B, C, D]
-        stacked = torch.cat([videos, text], dim=1)  # [B, C+1, D]
-        result = params.run(stacked, prior if params.init == "prior" else None)
-        out = result.embeddings
-        scores = out[:, :-1] @ out[:, -1:].mT  # [B, C, 1]
-    return scores[..., 0], int(result.effective_k.min()), stacked.shape[1]
+        stacked = torch.cat([index.embeddings[blocks].float(), text], dim=1)  # [B, C+1, D]
+    result = params.run(stacked, prior if params.init == "prior" else None)
+    out = result.embeddings
+    unit = F.normalize(out, dim=-1)
+    cosines = (unit[:, :-1] @ unit[:, -1:].mT)[..., 0]  # [B, C]
+    # EMCL-Net ranks by the cosine; the inference module by the dot product (not re-normalised).
+    scores = (
+        cosines
+        if protocol == "emclnet" and index.frames is not None
+        else (out[:, :-1] @ out[:, -1:].mT)[..., 0]
+    )
+    size = params.beta * result.reconstruction.norm(dim=-1)  # [B, C+1]
+    ratios = size / stacked.norm(dim=-1).clamp(min=1e-12)
+    return _Run(scores, cosines, int(result.effective_k.min()), stacked.shape[1], ratios)
 
 
 def _check_request(
@@ -172,6 +200,7 @@ def _hits(
     index: GalleryIndex,
     order: Tensor,  # [k] index positions, best first
     values: Tensor,  # [M] scores by index position
+    cosines: Tensor,  # [M] cosines by index position
     mine: dict[int, int],
     other: dict[int, int],
     *,
@@ -192,6 +221,7 @@ def _hits(
                 other_rank=other[key],
                 rank_change=(other[key] - mine[key]) if is_emcl else None,
                 span=items.spans[original] if items is not None else None,
+                cosine=float(cosines[i]),
             )
         )
     return hits
@@ -230,9 +260,10 @@ def rank_query(
         candidates = base_order[: min(shortlist_size, len(index))]
     else:
         candidates = base_order
-    emcl_scores, k_eff, em_rows = _emcl_scores(
-        query, index, candidates, params, prior, context, block_videos, protocol
-    )
+    run = _emcl_scores(query, index, candidates, params, prior, context, block_videos, protocol)
+    emcl_scores = run.scores
+    emcl_cosine = base.clone()  # outside the EM's candidates the features are unchanged
+    emcl_cosine[candidates] = run.cosines
     within = torch.argsort(emcl_scores, descending=True, stable=True)
     emcl_order = torch.cat([candidates[within], base_order[len(candidates) :]])
     emcl_value = torch.full_like(base, math.nan)
@@ -252,13 +283,23 @@ def rank_query(
     k = min(top_k, len(base_order))
     emcl_value = torch.where(torch.isfinite(emcl_value), emcl_value, base)  # outside: base score
     return Ranking(
-        base=_hits(index, base_order[:k], base, base_rank, emcl_rank, is_emcl=False, items=items),
-        emcl=_hits(
-            index, emcl_order[:k], emcl_value, emcl_rank, base_rank, is_emcl=True, items=items
+        base=_hits(
+            index, base_order[:k], base, base, base_rank, emcl_rank, is_emcl=False, items=items
         ),
-        effective_k=k_eff,
+        emcl=_hits(
+            index,
+            emcl_order[:k],
+            emcl_value,
+            emcl_cosine,
+            emcl_rank,
+            base_rank,
+            is_emcl=True,
+            items=items,
+        ),
+        effective_k=run.effective_k,
         context=context,
-        em_rows=em_rows,
+        em_rows=run.rows,
+        rec_ratio=float(run.ratios.median()),
         base_rank=base_rank,
         emcl_rank=emcl_rank,
         ms=(time.perf_counter() - start) * 1000.0,

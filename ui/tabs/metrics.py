@@ -1,5 +1,5 @@
-"""The Metrics tab: t2v/v2t tables recomputed on every knob change, sweeps, and the EMCL-Net
-protocol rows on demand."""
+"""The Metrics tab: the as-trained t2v/v2t table recomputed on every knob change, sweeps,
+the inference-module table one click away, and the ``/metrics`` API."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import gradio as gr
 from emcl.explorer.knobs import SWEEPS, Knobs
 from emcl.explorer.service import Explorer
 from ui import exports, plots
-from ui.common import MODEL_EVENT, PROGRESS, progress_callback
+from ui.common import MODEL_EVENT, PROGRESS, progress_callback, user_errors
 from ui.knob_panel import KnobPanel
-from ui.text import effective_k_line, metrics_caption
+from ui.text import metrics_caption, metrics_em_line
 
 HEADERS = ["model"] + [
     f"{d} {m}" for d in ("t2v", "v2t") for m in ("R@1", "R@5", "R@10", "MdR", "MnR")
@@ -28,26 +28,31 @@ class MetricsTab:
     sweep_name: gr.Radio
     sweep_button: gr.Button
     sweep_plot: gr.Plot
-    reference_button: gr.Button
-    reference_note: gr.Markdown
-    reference_table: gr.Dataframe
+    inference_button: gr.Button
+    inference_note: gr.Markdown
+    inference_table: gr.Dataframe
 
 
 def build() -> MetricsTab:
     with gr.Tab("Metrics", id="metrics") as tab:
-        note = gr.Markdown("")
+        gr.Markdown(
+            "#### As trained: the EMCL-Net protocol\nText-conditioned frame pooling and one EM "
+            "run per block of 32 captions × 32 videos (docs/method.md §2.1): the protocol the "
+            "checkpoints were trained with and the computation of `python -m emcl evaluate`. "
+            "Recomputed on every knob change.",
+            elem_classes="emcl-hint",
+        )
+        note = gr.Markdown("", elem_id="emcl-metrics-note")
         table = gr.Dataframe(headers=HEADERS, interactive=False, elem_id="emcl-metrics", wrap=True)
         exports.wire_table(exports.build("metrics"), table, "metrics")  # the table as shown
         gr.Markdown(
-            "R@K in %, MdR/MnR are 1-based ranks (lower is better). "
-            "Recomputed on every knob change.",
-            elem_classes="emcl-hint",
+            "R@K in %, MdR/MnR are 1-based ranks (lower is better).", elem_classes="emcl-hint"
         )
         with gr.Row():
             sweep_name = gr.Radio(
                 list(SWEEPS),
                 value="beta",
-                label="Sweep",
+                label="Sweep (as trained)",
                 info="metrics over preset values of one knob, the others as set",
                 scale=3,
             )
@@ -58,19 +63,17 @@ def build() -> MetricsTab:
             elem_id="emcl-sweep-plot",
         )
         gr.Markdown(
-            "#### As trained: the EMCL-Net protocol\nThe demo models are trained and "
-            "evaluated with text-conditioned frame pooling and one EM run per block "
-            "of 32 captions × 32 videos (docs/method.md §2.1), too slow to follow every "
-            "knob: computed on demand with the current knobs (3–10 s on 2 CPU cores).",
+            "#### The inference-module protocol\nThe released inference module: mean-pooled, "
+            "unit-norm videos, EM on [videos; captions] per 64 × 64 block (docs/method.md §2.2).",
             elem_classes="emcl-hint",
         )
         with gr.Row():
-            reference_button = gr.Button(
-                "Compute EMCL-Net protocol rows", scale=1, elem_id="emcl-reference"
+            inference_button = gr.Button(
+                "Compute inference-module rows", scale=1, elem_id="emcl-inference-button"
             )
-            reference_note = gr.Markdown("", elem_classes="emcl-hint")
-        reference_table = gr.Dataframe(
-            headers=HEADERS, interactive=False, elem_id="emcl-reference-table", wrap=True
+            inference_note = gr.Markdown("", elem_classes="emcl-hint")
+        inference_table = gr.Dataframe(
+            headers=HEADERS, interactive=False, elem_id="emcl-inference-table", wrap=True
         )
     return MetricsTab(
         tab,
@@ -79,16 +82,16 @@ def build() -> MetricsTab:
         sweep_name,
         sweep_button,
         sweep_plot,
-        reference_button,
-        reference_note,
-        reference_table,
+        inference_button,
+        inference_note,
+        inference_table,
     )
 
 
 def live(explorer: Explorer, knobs: Knobs) -> tuple[Any, str, str]:
-    """The live table, its caption and the effective-K line for ``knobs``."""
+    """The as-trained table, its caption and the panel's effective-K / EMCL-size line."""
     result = explorer.metrics(knobs)
-    return result.table(), metrics_caption(result, knobs), effective_k_line(result)
+    return result.table(), metrics_caption(result, knobs), metrics_em_line(result)
 
 
 def outputs(tab: MetricsTab, panel: KnobPanel) -> list[gr.components.Component]:
@@ -97,11 +100,11 @@ def outputs(tab: MetricsTab, panel: KnobPanel) -> list[gr.components.Component]:
 
 
 def wire(tab: MetricsTab, panel: KnobPanel, explorer: Explorer, demo: gr.Blocks) -> None:
-    def metrics(knobs: Knobs) -> tuple[Any, str, str]:
+    def live_metrics(knobs: Knobs) -> tuple[Any, str, str]:
         return live(explorer, knobs)
 
-    def reference_metrics(knobs: Knobs, progress: gr.Progress = PROGRESS) -> tuple[Any, str]:
-        result = explorer.metrics(knobs, "emclnet", progress_callback(progress))
+    def inference_metrics(knobs: Knobs, progress: gr.Progress = PROGRESS) -> tuple[Any, str]:
+        result = explorer.metrics(knobs, "inference", progress_callback(progress))
         return result.table(), metrics_caption(result, knobs)
 
     def sweep(name: str, knobs: Knobs, progress: gr.Progress = PROGRESS) -> Any:
@@ -109,13 +112,17 @@ def wire(tab: MetricsTab, panel: KnobPanel, explorer: Explorer, demo: gr.Blocks)
         return plots.sweep_figure(result.name, result.values, result.series, result.reference)
 
     demo.load(
-        panel.bind(metrics), panel.inputs, outputs(tab, panel), api_name="metrics", **MODEL_EVENT
-    )
-    tab.reference_button.click(
-        panel.bind(reference_metrics),
+        panel.bind(live_metrics),
         panel.inputs,
-        [tab.reference_table, tab.reference_note],
-        api_name="reference_metrics",
+        outputs(tab, panel),
+        api_visibility="private",  # the API's /metrics takes the knobs by name (below)
+        **MODEL_EVENT,
+    )
+    tab.inference_button.click(
+        panel.bind(inference_metrics),
+        panel.inputs,
+        [tab.inference_table, tab.inference_note],
+        api_visibility="private",
         **MODEL_EVENT,
     )
     tab.sweep_button.click(
@@ -125,3 +132,42 @@ def wire(tab: MetricsTab, panel: KnobPanel, explorer: Explorer, demo: gr.Blocks)
         api_name="sweep",
         **MODEL_EVENT,
     )
+    wire_api(explorer)
+
+
+def wire_api(explorer: Explorer) -> None:
+    """``/metrics``: the table as JSON, the knobs by name (as ``/rank`` names its own)."""
+
+    def metrics(
+        mode: str = "joint",
+        beta: float = 3.0,
+        k: int = 32,
+        iters: int = 9,
+        lam: float = 1.0,
+        init: str = "prior",
+        seed: int = 0,
+        context: str = "shortlist",
+        shortlist: int = 64,
+        isoftmax: bool = False,
+        isoftmax_temp: float = 0.01,
+        protocol: str = "trained",
+    ) -> dict:
+        """t2v/v2t metrics of Base, Base + EMCL at inference, the EMCL checkpoint without
+        and with EM; ``protocol`` "trained" (EMCL-Net, as the checkpoints were trained) or
+        "inference" (the inference module). Rows are named as on the page."""
+        knobs = Knobs(
+            mode=mode,
+            beta=beta,
+            k=k,
+            iters=iters,
+            lam=lam,
+            init=init,
+            seed=seed,
+            context=context,
+            shortlist=shortlist,
+            isoftmax=isoftmax,
+            isoftmax_temp=isoftmax_temp,
+        )
+        return explorer.metrics(knobs, protocol).to_json()
+
+    gr.api(user_errors(metrics), api_name="metrics", **MODEL_EVENT)

@@ -10,9 +10,11 @@ import gradio as gr
 from emcl.explorer.knobs import Knobs
 from emcl.explorer.results import SearchResult
 from emcl.explorer.service import Explorer
+from emcl.retrieval.moments import format_span
 from ui import exports, plots
 from ui.common import MODEL_EVENT, first_caption, video_url
 from ui.knob_panel import KnobPanel
+from ui.text import em_size_line, rec_size
 
 
 @dataclass
@@ -47,7 +49,11 @@ def build(explorer: Explorer) -> SearchTab:
         downloads = exports.build("results")
         columns = []
         with gr.Row(equal_height=False):
-            for title, column in (("Base", "base"), ("EMCL", "emcl")):
+            titles = (
+                ("Base · cosine", "base"),
+                ("EMCL · cosine after EMCL (small: the score it ranks by)", "emcl"),
+            )
+            for title, column in titles:
                 with gr.Column():
                     gr.Markdown(f"#### {title}", elem_classes="emcl-col-title")
                     empty = plots.results_html([], 1, str, str, column)
@@ -58,17 +64,29 @@ def build(explorer: Explorer) -> SearchTab:
 def render(explorer: Explorer, result: SearchResult) -> tuple[str, str, str, str]:
     """Both columns' HTML, the status line and the effective-K line for one result."""
 
-    def url(video_id: str) -> str:
-        return video_url(explorer.video_path(video_id))
+    def column(hits: list, name: str) -> str:
+        """One column's cards; a long video's player starts at its matched window, whose
+        span leads the caption."""
+        spans = {h.video_id: h.span for h in hits}
 
-    def caption(video_id: str) -> str:
-        return first_caption(explorer, video_id)
+        def url(video_id: str) -> str:
+            span = spans.get(video_id)
+            start = f"#t={span[0]:g}" if span else ""  # a media fragment: the player seeks
+            return video_url(explorer.video_path(video_id)) + start
+
+        def caption(video_id: str) -> str:
+            where = format_span(spans.get(video_id))
+            text = first_caption(explorer, video_id)
+            return f"[{where}] {text}" if where else text
+
+        return plots.results_html(hits, top, url, caption, name)
 
     top, ranks = result.knobs.top_k, result.target_rank
     parts = [
         f"EMCL **{result.knobs.mode}** ({result.knobs.summary()})",
         f"EM context **{result.context}** ({result.em_rows} rows per EM run)",
         f"effective K **{result.effective_k}**",
+        f"EMCL's size **{rec_size(result.rec_ratio)}**",
         f"{result.ms:.1f} ms",
     ]
     if result.targets:
@@ -78,10 +96,10 @@ def render(explorer: Explorer, result: SearchResult) -> tuple[str, str, str, str
         )
     notes = "".join(f"\n\n> {n}" for n in result.notices)
     return (
-        plots.results_html(result.base, top, url, caption, "base"),
-        plots.results_html(result.emcl, top, url, caption, "emcl"),
+        column(result.base, "base"),
+        column(result.emcl, "emcl"),
         " · ".join(parts) + notes,
-        f"effective K: **{result.effective_k}** (search EM run)",
+        em_size_line(result.effective_k, result.rec_ratio, "search EM run"),
     )
 
 
@@ -91,13 +109,15 @@ def outputs(tab: SearchTab, panel: KnobPanel) -> list[gr.components.Component]:
 
 
 def wire(tab: SearchTab, panel: KnobPanel, explorer: Explorer, send_to: list) -> None:
-    """Search on click or Enter; the ground truth (or the top EMCL hit) and the query are
-    sent to ``send_to`` (the Subspaces tab's video and caption boxes)."""
+    """Search on click or Enter; the ground truth (or the top EMCL hit), the query and its
+    matched window are sent to ``send_to`` (the Subspaces tab's video, caption and window)."""
 
     def search(query: str, knobs: Knobs) -> tuple[Any, ...]:
         result = explorer.rank(query, knobs)
         top = result.targets[0] if result.targets else result.emcl[0].video_id
-        return (*render(explorer, result), gr.update(value=top), gr.update(value=result.query))
+        span = next((h.span for h in result.emcl if h.video_id == top), None)
+        sent = (top, result.query, format_span(span))
+        return (*render(explorer, result), *(gr.update(value=v) for v in sent[: len(send_to)]))
 
     gr.on(
         [tab.button.click, tab.query.submit],
