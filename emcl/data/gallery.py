@@ -319,7 +319,13 @@ def cache_key(fingerprint: str, settings: dict[str, Any]) -> str:
 def _settings(
     num_frames: int, size: Size, backend: str, windows: WindowSpec | None
 ) -> dict[str, Any]:
-    from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(package: str) -> str | None:  # a decoder may be absent (e.g. PyAV only)
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return None
 
     return {
         "cache_version": CACHE_VERSION,
@@ -327,8 +333,8 @@ def _settings(
         "size": list(size) if isinstance(size, tuple) else size,
         "sampler": "uniform",
         "backend": backend,
-        "decord": version("decord"),
-        "pyav": version("av"),
+        "decord": installed("decord"),
+        "pyav": installed("av"),
         "windows": windows.to_json() if windows is not None else None,
     }
 
