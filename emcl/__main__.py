@@ -20,6 +20,7 @@ COMMANDS = {
     "train": "train a model (emcl/cli/train.py)",
     "evaluate": "evaluate base vs EMCL retrieval (emcl/cli/evaluate.py)",
     "world": "build the synthetic demo world (emcl/cli/world.py)",
+    "study": "the five-seed EMCL study on world v2 (emcl/cli/study.py)",
     "extract": "index video features, sharded over torchrun ranks (emcl/cli/extract.py)",
     "index": "build, query and export a search index (emcl/cli/index.py)",
 }

@@ -328,7 +328,7 @@ def test_python_m_emcl_without_or_with_an_unknown_command_lists_the_commands_and
         done = run_module("emcl", *args)
         assert done.returncode == 2, args
         listed = [line.split()[0] for line in done.stderr.splitlines() if line.startswith("  ")]
-        assert listed == ["train", "evaluate", "world"], done.stderr
+        assert listed == ["train", "evaluate", "world", "study", "extract", "index"], done.stderr
     assert "unknown command 'fly'" in done.stderr
 
 
@@ -336,7 +336,8 @@ def test_python_m_emcl_train_help_exits_0_with_the_train_options():
     done = run_module("emcl", "train", "--help")
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("usage: python -m emcl train")
-    assert "--preset {demo,msrvtt}" in done.stdout and "--resume" in done.stdout
+    assert "--preset {demo,demo-pretrain,demo-v2,msrvtt}" in done.stdout
+    assert "--resume" in done.stdout and "--init-from" in done.stdout
 
 
 def test_dispatcher_hands_the_rest_of_the_arguments_to_the_command(monkeypatch):

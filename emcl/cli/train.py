@@ -2,6 +2,8 @@
 
     python -m emcl train --preset demo --out runs/demo-emcl --export checkpoints/demo-emcl
     python -m emcl train --preset demo --no-emcl --out runs/demo-base --export checkpoints/demo-base
+    python -m emcl.train --preset demo-pretrain --out runs/demo-pretrain
+    python -m emcl train --preset demo-v2 --init-from runs/demo-pretrain/best --out runs/v2-emcl
     torchrun --nproc_per_node=2 -m emcl train --preset msrvtt --data /data/msrvtt \\
         --pretrained /weights/vit-b-32-openai.safetensors
 
@@ -18,6 +20,7 @@ import os
 import sys
 from typing import Any
 
+from emcl.model.checkpoint import CheckpointError
 from emcl.training.loop import NonFiniteLoss, train
 from emcl.training.presets import PRESETS, TrainConfig
 
@@ -33,8 +36,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if args.pretrained is not None:
         model = dataclasses.replace(model, pretrained=args.pretrained or None)
     overrides: dict[str, Any] = {"model": model, "seed": args.seed, "preset": args.preset}
+    if args.init_from == "":
+        args.init_from = None
+        overrides["init_from"] = None
     for name in ("data", "batch_size", "epochs", "max_steps", "val_every", "lr_new",
-                 "lr_backbone"):  # fmt: skip
+                 "lr_backbone", "init_from", "corpus", "val_videos"):  # fmt: skip
         value = getattr(args, name)
         if value is not None:
             overrides[name] = value
@@ -59,6 +65,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--val-every", type=int, help="steps between validations")
     p.add_argument("--lr-new", type=float)
     p.add_argument("--lr-backbone", type=float)
+    p.add_argument("--init-from", help="pretrained checkpoint whose CLIP weights start the model "
+                   "(demo-v2 default: runs/demo-pretrain/best; '' = none)")  # fmt: skip
+    p.add_argument("--corpus", type=int, help="pretraining pairs (demo-pretrain)")
+    p.add_argument("--val-videos", type=int, help="validate on at most this many clips")
     p.add_argument("--cache", help="frame cache folder (default: <cache root>/frames)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
@@ -67,11 +77,14 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     cfg = config_from_args(args)
-    out = args.out or f"runs/{args.preset}-{'base' if args.no_emcl else 'emcl'}-s{args.seed}"
+    default = f"runs/{args.preset}-{'base' if args.no_emcl else 'emcl'}-s{args.seed}"
+    if cfg.corpus:  # pretraining: the folder the video presets' --init-from default names
+        default = f"runs/{args.preset}"
+    out = args.out or default
     try:
         _, summary = train(cfg, out, resume=args.resume, device=args.device, cache_dir=args.cache,
                            export=args.export, progress=not args.quiet)  # fmt: skip
-    except NonFiniteLoss as error:
+    except (NonFiniteLoss, CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if int(os.environ.get("RANK", "0")) == 0:

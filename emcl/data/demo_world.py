@@ -42,7 +42,8 @@ from emcl.fileio import atomic_output, atomic_write, atomic_write_json
 from emcl.video.sampling import uniform_indices
 from emcl.video.writing import write_video
 
-VERSION = 1
+VERSION = 1  # this module's world; v2 is emcl/data/world_v2.py
+VERSIONS = (1, 2)
 SIZE = 128  # canvas side (px)
 FPS = 12
 SAMPLER_FRAMES = 12  # frame_concepts.json describes uniform_indices(n, 12)
@@ -512,12 +513,20 @@ def build_world(
     seed: int = 0,
     workers: int | None = None,
     progress: bool = False,
+    version: int = VERSION,
 ) -> dict[str, object]:
     """Generate the world under ``out`` and return its parameters (also saved as world.json).
 
     Videos are rendered in ``workers`` processes (default: all CPUs); annotation files are
-    written last, so a world with ``world.json`` present is complete.
+    written last, so a world with ``world.json`` present is complete. ``version=2`` builds
+    world v2 (emcl/data/world_v2.py); 1, the default, is this module's world.
     """
+    if version not in VERSIONS:
+        raise ValueError(f"world version must be one of {VERSIONS}, got {version!r}")
+    if version == 2:
+        from emcl.data import world_v2
+
+        return world_v2.build_world(out, n_train, n_test, seed, workers, progress)
     t0 = time.perf_counter()
     out = Path(out)
     videos = out / "videos"
@@ -555,7 +564,11 @@ def build_world(
 
 
 def world_is_complete(
-    out: str | os.PathLike, n_train: int = 2000, n_test: int = 1000, seed: int = 0
+    out: str | os.PathLike,
+    n_train: int = 2000,
+    n_test: int = 1000,
+    seed: int = 0,
+    version: int = VERSION,
 ) -> bool:
     """Whether ``out`` holds a finished world built with these parameters."""
     try:
@@ -563,16 +576,21 @@ def world_is_complete(
     except (OSError, ValueError):
         return False
     return (meta.get("version"), meta.get("seed"), meta.get("n_train"), meta.get("n_test")) == (
-        VERSION, seed, n_train, n_test,
+        version, seed, n_train, n_test,
     )  # fmt: skip
 
 
 def ensure_world(
-    root: str | os.PathLike, n_train: int, n_test: int, seed: int, progress: bool = False
+    root: str | os.PathLike,
+    n_train: int,
+    n_test: int,
+    seed: int,
+    progress: bool = False,
+    version: int = VERSION,
 ) -> None:
     """Build the world under ``root`` unless a finished one with these parameters is there."""
-    if not world_is_complete(root, n_train, n_test, seed):
-        build_world(root, n_train, n_test, seed, progress=progress)
+    if not world_is_complete(root, n_train, n_test, seed, version):
+        build_world(root, n_train, n_test, seed, progress=progress, version=version)
 
 
 def ensure_demo_world(data: str | os.PathLike, progress: bool = True) -> None:

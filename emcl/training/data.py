@@ -33,6 +33,7 @@ def load_split(
     cache_dir: str | os.PathLike | None,
     limit: int | None = None,
     progress: bool = True,
+    workers: int = 2,
 ) -> Split:
     """The clips of ``split`` (at most ``limit``) at the model's frame count and resolution;
     ``cache_dir=None`` is the frame cache under the cache root (emcl.paths)."""
@@ -46,6 +47,7 @@ def load_split(
         size=model.image_size,
         cache_dir=cache_dir,
         progress=progress,
+        workers=workers,
     )
     captions = {r.video_id: r.captions for r in records}
     texts: list[str] = []

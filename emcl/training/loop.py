@@ -1,10 +1,13 @@
 """The training loop: the loss of one step, validation, resumable train state, the loop, export.
 
-Read top to bottom. Every rank encodes its slice of the global batch and the loss sees the
-gathered global batch (emcl/training/distributed.py, docs/method.md §2.1). Model selection uses
-the ``val`` split's text-to-video R@1 (the reference selects on the MSR-VTT 1k-A *test* split,
-docs/method.md §2.3): ``<out>/best`` is the checkpoint of the best validation so far,
-``<out>/last`` the latest one with the optimiser state for ``--resume``.
+Read top to bottom. ``cfg.init_from`` starts the model from a pretrained backbone and
+``cfg.corpus`` pretrains on world v2's frame-phrase corpus (emcl/training/pretrain.py). Every
+rank encodes its slice of the global batch and the loss sees the gathered global batch
+(emcl/training/distributed.py, docs/method.md §2.1). Model selection uses the ``val`` split's
+text-to-video R@1 (the reference selects on the MSR-VTT 1k-A *test* split, docs/method.md §2.3),
+or with ``cfg.select="last"`` the final step (a fixed step count for every model):
+``<out>/best`` is the selected checkpoint, ``<out>/last`` the latest one with the optimiser
+state for ``--resume``.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from emcl.training.data import Split, epoch_plan, load_split, make_batch
 from emcl.training.distributed import Dist, gather, gather_mask, rank_slice, setup_distributed
 from emcl.training.optim import build_optimizer, lr_multiplier
 from emcl.training.presets import TrainConfig
+from emcl.training.pretrain import corpus_splits, init_backbone
 
 RUN_FILES = ("log.jsonl", "summary.json", "train_config.json")  # exported beside the weights
 
@@ -178,6 +182,8 @@ def _load_splits(
 ) -> tuple[Split, Split]:
     """Train and val splits; rank 0 builds the world and the frame cache, the others then read
     the same cache (no two processes decode into it at once)."""
+    if cfg.corpus:  # pretraining: the corpus is rendered in memory by every rank
+        return corpus_splits(model, cfg)
     if d.main:
         ensure_demo_world(cfg.data, progress=show)
         train_split = load_split(model, cfg.data, "train", cache_dir, progress=show)
@@ -225,6 +231,8 @@ def train(
     t_start = time.perf_counter()
     torch.manual_seed(cfg.seed)
     model = EMCLRetrievalModel(cfg.model).to(dev).train()
+    if cfg.init_from is not None:  # same seed -> same new-module weights before and after
+        init_backbone(model, cfg.init_from)
     show = progress and d.main
     train_split, val_split = _load_splits(model, cfg, d, cache_dir, show)
     t_data = time.perf_counter() - t_start
@@ -268,7 +276,9 @@ def train(
             metrics = validate(model, val_split, dev)
             r1 = metrics["t2v"]["R1"]
             log({"step": step, "val": metrics})
-            if r1 > state["best_r1"]:  # strictly better: the earliest of equal scores is kept
+            # "val": strictly better (the earliest of equal scores is kept); "last": the end
+            chosen = step == total if cfg.select == "last" else r1 > state["best_r1"]
+            if chosen:
                 state.update(best_r1=r1, best_step=step)
                 info = {"step": step, "val": metrics, "train": cfg.to_dict()}
                 save_checkpoint(model, out / "best", extra=info)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from emcl.model.config import DEMO_BACKBONE, EMCLConfig, ModelConfig
-from emcl.paths import demo_world_dir
+from emcl.paths import REPO_ROOT, cache_root, demo_world_dir
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,13 @@ class TrainConfig:
     max_steps: int | None = None
     log_every: int = 10
     preset: str = "custom"
+    init_from: str | None = None  # pretrained checkpoint: its CLIP weights start the model
+    select: str = "val"  # "val": the best validation's checkpoint; "last": the final step's
+    corpus: int = 0  # > 0: pretrain on this many world-v2 (frame, phrase) pairs, not ``data``
+
+    def __post_init__(self) -> None:
+        if self.select not in ("val", "last"):
+            raise ValueError(f"select must be 'val' or 'last', got {self.select!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -58,6 +65,55 @@ PRESETS: dict[str, TrainConfig] = {
         pairs="video",
         val_every=112,
         val_videos=200,
+    ),
+    # CLIP-like pretraining of the demo backbone on single frames of world-v2 clips paired with
+    # phrases naming what the frame shows (emcl/training/pretrain.py; a corpus drawn from its
+    # own RNG stream, so no frame of the world's clips is in it). From scratch: one lr.
+    "demo-pretrain": TrainConfig(
+        model=ModelConfig(
+            backbone=DEMO_BACKBONE,
+            pretrained=None,
+            num_frames=1,
+            max_words=32,
+            temporal="meanP",
+            emcl=None,
+        ),
+        data=str(cache_root() / "demo-pretrain"),  # unused: the corpus is rendered in memory
+        batch_size=256,
+        epochs=6,
+        lr_backbone=1e-3,
+        lr_new=1e-3,
+        weight_decay=0.1,
+        pairs="video",
+        val_every=0,
+        val_videos=1000,
+        select="last",
+        corpus=50_000,
+    ),
+    # Fine-tuning on world v2 from the pretrained backbone, with the paper's two learning-rate
+    # groups (new modules high, backbone low); fixed step count (the last step is the model).
+    # The study (python -m emcl.study) runs it per seed with and without EMCL.
+    "demo-v2": TrainConfig(
+        model=ModelConfig(
+            backbone=DEMO_BACKBONE,
+            pretrained=None,
+            num_frames=12,
+            max_words=32,
+            temporal="seqTransf",
+            temporal_layers=2,
+            emcl=EMCLConfig(),
+        ),
+        data=str(cache_root() / "demo_world_v2"),
+        batch_size=32,
+        epochs=12,
+        lr_backbone=1e-4,
+        lr_new=1e-3,
+        weight_decay=0.1,
+        pairs="video",
+        val_every=0,
+        val_videos=300,
+        select="last",
+        init_from=str(REPO_ROOT / "runs" / "demo-pretrain" / "best"),
     ),
     # The reference EMCL-Net recipe on MSR-VTT 9k (docs/method.md §2.3): CLIP ViT-B/32 with
     # OpenAI weights, 12 frames, 32 words, batch 128, 5 epochs, lr 1e-4 (new) and 1e-7 (CLIP).

@@ -1,0 +1,67 @@
+"""Run the five-seed study: ``python -m emcl.study --seeds 5 [--device cuda --jobs 10]``.
+
+Needs the pretrained backbone (``python -m emcl.train --preset demo-pretrain --out
+runs/demo-pretrain``). Builds world v2 if missing, fine-tunes a base and an EMCL model per seed,
+evaluates them, writes ``study.json`` and regenerates the report from it (emcl/study/). Killed
+mid-way, the same command resumes without redoing finished fine-tunes or evaluations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from emcl.fileio import atomic_write, atomic_write_json
+from emcl.model.checkpoint import CheckpointError
+from emcl.paths import CHECKPOINTS
+from emcl.study.report import markdown
+from emcl.study.run import StudyConfig, StudyError, run_study
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m emcl.study", description=__doc__.split("\n")[0])
+    p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (at least 2)")
+    p.add_argument("--out", default="runs/study", help="run folder (resumable)")
+    p.add_argument("--pretrained", help="pretrained backbone (default: runs/demo-pretrain/best)")
+    p.add_argument("--world", help="world v2 folder (default: <cache root>/demo_world_v2)")
+    p.add_argument("--world-size", type=int, nargs=3, default=(3000, 1000, 0),
+                   metavar=("TRAIN", "TEST", "SEED"))  # fmt: skip
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--jobs", type=int, default=1, help="fine-tunes at once (subprocesses)")
+    p.add_argument("--cache", help="frame cache folder (default: <cache root>/frames)")
+    p.add_argument("--json", default=str(CHECKPOINTS / "study.json"))
+    p.add_argument("--report", default=str(CHECKPOINTS / "REPORT.md"))
+    p.add_argument("--max-steps", type=int, help="cap each fine-tune (smoke runs)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--val-videos", type=int)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    overrides = {k: v for k, v in (("max_steps", args.max_steps), ("batch_size", args.batch_size),
+                                   ("val_videos", args.val_videos)) if v is not None}  # fmt: skip
+    try:
+        cfg = StudyConfig(seeds=tuple(range(args.seeds)), out=args.out, pretrained=args.pretrained,
+                          world_size=tuple(args.world_size), world_dir=args.world,
+                          device=args.device, jobs=args.jobs, cache_dir=args.cache,
+                          overrides=overrides)  # fmt: skip
+        study = run_study(cfg, say=lambda message: print(message, flush=True))
+    except (StudyError, CheckpointError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    atomic_write_json(Path(args.json), study, indent=1)
+    atomic_write(Path(args.report), markdown(study))
+    summary = study["summary"]
+    for name in ("base", "base+emcl", "emcl"):
+        r1 = summary[name]["t2v"]["R1"]
+        print(f"{name:>10}: t2v R@1 {r1['mean']:.1f} ± {r1['std']:.1f}")
+    p_values = {k: v["t2v"]["R1"] for k, v in study["p_values"].items()}
+    print(json.dumps({"p_values_t2v_R1": p_values}))
+    print(f"wrote {args.json} and {args.report}")
+    return 0
+
+
+__all__ = ["main", "parser"]

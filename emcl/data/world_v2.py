@@ -1,0 +1,545 @@
+"""Demo world v2: clips with what real clips have and captions leave out.
+
+Compared with v1 (emcl/data/demo_world.py, kept byte-for-byte for the v1 checkpoints), a clip has
+
+- one to three **events in sequence**: each event is a group of identical shapes (colour, shape,
+  size, count) doing one motion; its group enters when the event starts and leaves when it ends;
+- **distractors** the captions never mention: zero to two small shapes drifting across the frame;
+- a **textured background** (stripes, checks or dots) that may **scroll**, and **camera motion**
+  (a slow pan that moves everything, the events' groups included);
+- six captions of **varying completeness**: some name every event in order, some one event, some
+  two of three; the size word is sometimes left out.
+
+Same layout and determinism rules as v1 (MSR-VTT files, H.264 via emcl.video.writing, one RNG
+stream per clip, sorted-key JSON). ``frame_concepts.json`` holds per sampled frame the concepts of
+the active event (``concepts``, what a caption may name) and, separately, the distractors'
+(``distractors``). ``caption_facts.json`` records what each caption states; from it
+:func:`ambiguity_ceiling` gives the best expected t2v R@1 any model can reach on the test split
+(a caption matches every clip that shows, in order, the events it names).
+
+The pretraining corpus (:func:`pretrain_pairs`) draws clips from a separate RNG stream, so its
+frames are never frames of the world's clips; each pair is one frame and a phrase naming the
+group that frame shows.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import multiprocessing as mp
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from emcl.data import demo_world as v1
+from emcl.fileio import atomic_output, atomic_write
+from emcl.video.sampling import uniform_indices
+from emcl.video.writing import write_video
+
+VERSION = 2
+SIZE, FPS, SAMPLER_FRAMES, CAPTIONS_PER_CLIP = v1.SIZE, v1.FPS, v1.SAMPLER_FRAMES, 6
+DISTRACTOR_RADIUS = (5.0, 8.0)  # below v1's "small" (10 px): never a captioned size
+TEXTURES = ("stripes", "checks", "dots")
+PRETRAIN_STREAM = 1  # RNG stream of the pretraining clips (0: the world's clips)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One group doing one motion over frames ``[start, end)``."""
+
+    color: str
+    shape: str
+    size: str
+    count: int
+    motion: str
+    start: int
+    end: int
+    path: tuple[float, ...]  # v1's motion geometry, over the event's own time
+
+    def fact(self, with_size: bool = True) -> list:
+        """What a caption naming this event states (size ``None`` when left out)."""
+        return [self.color, self.shape, self.size if with_size else None, self.count, self.motion]
+
+
+@dataclass(frozen=True)
+class Distractor:
+    color: str
+    shape: str
+    radius: float
+    x: float  # position at frame 0 (scene coordinates)
+    y: float
+    vx: float  # px per frame, wrapping around the canvas
+    vy: float
+
+
+@dataclass(frozen=True)
+class ClipSpecV2:
+    video_id: str
+    split: str
+    num_frames: int
+    events: tuple[Event, ...]
+    distractors: tuple[Distractor, ...]
+    background: int  # index into v1.BACKGROUNDS
+    texture: str
+    texture_period: float  # px
+    texture_angle: float  # rad (stripes)
+    texture_contrast: float  # intensity amplitude
+    scroll: tuple[float, float]  # texture velocity, px per frame (moving background)
+    camera: tuple[float, float]  # total pan over the clip, px (moves everything)
+
+    def event_at(self, frame: int) -> Event:
+        return next(e for e in self.events if e.start <= frame < e.end)
+
+
+# ---------------------------------------------------------------------------- specs
+
+
+def _event(rng: np.random.Generator, start: int, end: int, previous: Event | None) -> Event:
+    """One event's group and path (v1's geometry); differs from the previous event's group."""
+    for _ in range(100):
+        color = str(rng.choice(list(v1.COLORS)))
+        shape = str(rng.choice(v1.SHAPES))
+        motions = [m for m in v1.MOTIONS if not (m == "spin" and shape == "circle")]
+        motion = str(rng.choice(motions))
+        forced = {"grow": "small", "shrink": "large"}.get(motion)
+        size = forced or str(rng.choice(["small", "large"]))
+        count = int(rng.choice([1, 2, 3], p=[0.5, 0.3, 0.2]))
+        if previous is None or (color, shape, count, motion) != (
+            previous.color, previous.shape, previous.count, previous.motion
+        ):  # fmt: skip
+            break
+    rmax = v1.RADIUS["large"] if motion in ("grow", "shrink") else v1.RADIUS[size]
+    offs = v1._group_offsets(count, motion, rmax)
+    span_x = max(abs(dx) for dx, _ in offs) + rmax + 2
+    span_y = max(abs(dy) for _, dy in offs) + rmax + 2
+    lo_x, hi_x, lo_y, hi_y = span_x, SIZE - span_x, span_y, SIZE - span_y
+    cx, cy = float(rng.uniform(lo_x, hi_x)), float(rng.uniform(lo_y, hi_y))
+    travel = float(rng.uniform(0.55, 0.8))
+    if motion in ("right", "left"):
+        a, b = lo_x + (hi_x - lo_x) * (1 - travel) / 2, hi_x - (hi_x - lo_x) * (1 - travel) / 2
+        path: tuple[float, ...] = (a, b, cy) if motion == "right" else (b, a, cy)
+    elif motion in ("up", "down"):
+        a, b = lo_y + (hi_y - lo_y) * (1 - travel) / 2, hi_y - (hi_y - lo_y) * (1 - travel) / 2
+        path = (cx, b, a) if motion == "up" else (cx, a, b)
+    elif motion == "bounce":
+        base = min(hi_y, max(lo_y + 30, cy))
+        path = (cx, base, min(30.0, base - lo_y), float(rng.choice([2, 3])))
+    elif motion == "spin":
+        path = (cx, cy, float(rng.choice([-1, 1]) * rng.uniform(1.2, 2.2) * math.pi))
+    else:
+        path = (cx, cy)
+    return Event(color, shape, size, count, motion, start, end, tuple(round(p, 3) for p in path))
+
+
+def make_spec(
+    seed: int, index: int, video_id: str, split: str, stream: int = 0
+) -> ClipSpecV2:
+    """One clip's spec from its own RNG stream (``stream`` 1: the pretraining corpus)."""
+    rng = np.random.default_rng([seed, index, VERSION, stream])
+    n_events = int(rng.choice([1, 2, 3], p=[0.35, 0.4, 0.25]))
+    n = int(rng.integers(30 + 6 * n_events, 37 + 8 * n_events))  # 3-4 s, 4-5.25 s with 3 events
+    weights = rng.uniform(0.8, 1.2, n_events)
+    cuts = np.round(np.cumsum(weights) / weights.sum() * n).astype(int)
+    bounds = [0, *cuts.tolist()]
+    events: list[Event] = []
+    for i in range(n_events):
+        events.append(_event(rng, bounds[i], bounds[i + 1], events[-1] if events else None))
+    distractors = []
+    for _ in range(int(rng.choice([0, 1, 2], p=[0.3, 0.4, 0.3]))):
+        speed, heading = rng.uniform(0.3, 1.2), rng.uniform(0, 2 * math.pi)
+        distractors.append(
+            Distractor(
+                str(rng.choice(list(v1.COLORS))), str(rng.choice(v1.SHAPES)),
+                round(float(rng.uniform(*DISTRACTOR_RADIUS)), 3),
+                round(float(rng.uniform(0, SIZE)), 3), round(float(rng.uniform(0, SIZE)), 3),
+                round(speed * math.cos(heading), 3), round(speed * math.sin(heading), 3),
+            )
+        )  # fmt: skip
+    moving = rng.random() < 0.5
+    scroll = tuple(round(float(v), 3) for v in rng.uniform(-1.0, 1.0, 2)) if moving else (0.0, 0.0)
+    panning = rng.random() < 0.5
+    camera = tuple(round(float(v), 3) for v in rng.uniform(-8.0, 8.0, 2)) if panning else (0.0, 0.0)
+    return ClipSpecV2(
+        video_id, split, n, tuple(events), tuple(distractors),
+        int(rng.integers(len(v1.BACKGROUNDS))), str(rng.choice(TEXTURES)),
+        round(float(rng.uniform(8, 20)), 3), round(float(rng.uniform(0, math.pi)), 3),
+        round(float(rng.uniform(10, 30)), 3), scroll, camera,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+def make_specs(n_train: int, n_test: int, seed: int) -> list[ClipSpecV2]:
+    """All clip specs (no redraws: clips may share descriptions; the ceiling accounts for it)."""
+    return [
+        make_spec(seed, i, f"video{i}", "train" if i < n_train else "test")
+        for i in range(n_train + n_test)
+    ]
+
+
+# ---------------------------------------------------------------------------- rendering
+
+
+def _camera(spec: ClipSpecV2, frame: int) -> tuple[float, float]:
+    u = frame / max(spec.num_frames - 1, 1)
+    return spec.camera[0] * u, spec.camera[1] * u
+
+
+def objects(spec: ClipSpecV2, frame: int) -> list[v1._Obj]:
+    """Scene-coordinate objects of one frame: distractors (role "distractor"), then the active
+    event's group (role "main")."""
+    out = []
+    for d in spec.distractors:
+        x = (d.x + d.vx * frame) % SIZE
+        y = (d.y + d.vy * frame) % SIZE
+        out.append(v1._Obj(d.shape, d.color, x, y, d.radius, 0.0, "distractor"))
+    e = spec.event_at(frame)
+    u = (frame - e.start) / max(e.end - e.start - 1, 1)
+    r0 = v1.RADIUS[e.size]
+    grown = {"grow": r0 + (v1.RADIUS["large"] - r0) * u,
+             "shrink": r0 + (v1.RADIUS["small"] - r0) * u}  # fmt: skip
+    r = grown.get(e.motion, r0)
+    angle = e.path[2] * (frame - e.start) / FPS if e.motion == "spin" else 0.0
+    cx, cy = v1._centre(e.motion, e.path, u)
+    rmax = v1.RADIUS["large"] if e.motion in ("grow", "shrink") else r0
+    for dx, dy in v1._group_offsets(e.count, e.motion, rmax):
+        out.append(v1._Obj(e.shape, e.color, cx + dx, cy + dy, r, angle, "main"))
+    return out
+
+
+def _offset(spec: ClipSpecV2, frame: int) -> tuple[int, int]:
+    """Where the background window starts in texture coordinates (whole pixels): the camera
+    moves it, and a moving background scrolls it."""
+    cam = _camera(spec, frame)
+    return round(cam[0] - spec.scroll[0] * frame), round(cam[1] - spec.scroll[1] * frame)
+
+
+def _texture(spec: ClipSpecV2, x0: int, y0: int, width: int, height: int) -> np.ndarray:
+    """The texture value in [-1, 1] on the integer grid ``[y0, y0 + height) x [x0, x0 + width)``."""
+    y, x = np.mgrid[y0 : y0 + height, x0 : x0 + width].astype(np.float32)
+    p = spec.texture_period
+    if spec.texture == "stripes":
+        c, s = math.cos(spec.texture_angle), math.sin(spec.texture_angle)
+        return np.sin(2 * math.pi * (x * c + y * s) / p)
+    if spec.texture == "checks":
+        return ((np.floor(x / p) + np.floor(y / p)) % 2) * 2 - 1
+    return (np.sin(2 * math.pi * x / p) * np.sin(2 * math.pi * y / p) > 0.5) * 2.0 - 1
+
+
+@functools.lru_cache(maxsize=8)
+def _canvas(spec: ClipSpecV2) -> tuple[np.ndarray, int, int]:
+    """The texture over every frame's window at once (computed once per clip), with its origin."""
+    offsets = np.array([_offset(spec, f) for f in range(spec.num_frames)])
+    (x0, y0), (x1, y1) = offsets.min(0), offsets.max(0)
+    return _texture(spec, int(x0), int(y0), SIZE + int(x1 - x0), SIZE + int(y1 - y0)), x0, y0
+
+
+def _background(spec: ClipSpecV2, frame: int, whole_clip: bool = True) -> np.ndarray:
+    """Textured background ``[SIZE, SIZE, 3]`` float (the same pixels either way; the clip's
+    canvas is faster when every frame is rendered)."""
+    ox, oy = _offset(spec, frame)
+    if whole_clip:
+        canvas, x0, y0 = _canvas(spec)
+        value = canvas[oy - y0 : oy - y0 + SIZE, ox - x0 : ox - x0 + SIZE]
+    else:
+        value = _texture(spec, ox, oy, SIZE, SIZE)
+    base = np.array(v1.BACKGROUNDS[spec.background], np.float32)
+    shade = np.linspace(1.0, 0.93, SIZE, dtype=np.float32)[:, None, None]
+    return np.clip(base * shade + (spec.texture_contrast * value)[..., None], 0, 255)
+
+
+def render_frame(spec: ClipSpecV2, frame: int, whole_clip: bool = True) -> np.ndarray:
+    """One RGB frame ``[SIZE, SIZE, 3]`` uint8 (objects drawn at scene position - camera)."""
+    cam = _camera(spec, frame)
+    img = _background(spec, frame, whole_clip)
+    for o in objects(spec, frame):
+        ox, oy = o.x - cam[0], o.y - cam[1]
+        x0, x1 = max(0, int(ox - o.r - 1)), min(SIZE, int(ox + o.r + 2))
+        y0, y1 = max(0, int(oy - o.r - 1)), min(SIZE, int(oy + o.r + 2))
+        if x0 >= x1 or y0 >= y1:
+            continue
+        yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+        dx, dy = (xx + 0.5 - ox) / o.r, (yy + 0.5 - oy) / o.r
+        c, s = math.cos(o.angle), math.sin(o.angle)
+        m = v1._mask(o.shape, c * dx + s * dy, -s * dx + c * dy)
+        img[y0:y1, x0:x1][m] = v1.COLORS[o.color]
+    return img.astype(np.uint8)
+
+
+def frame_concepts(spec: ClipSpecV2, frame: int) -> tuple[list[str], list[str]]:
+    """(concepts of the active group, concepts of the distractors) in one frame, sorted."""
+    threshold = (v1.RADIUS["small"] + v1.RADIUS["large"]) / 2
+    main: set[str] = set()
+    other: set[str] = set()
+    e = spec.event_at(frame)
+    for o in objects(spec, frame):
+        if o.role == "main":
+            size = "large" if o.r >= threshold else "small"
+            main |= {f"color:{o.color}", f"shape:{o.shape}", f"size:{size}"}
+        else:
+            other |= {f"color:{o.color}", f"shape:{o.shape}"}
+    main |= {f"count:{e.count}", f"motion:{e.motion}"}
+    return sorted(main), sorted(other)
+
+
+def _render_many(args: tuple[list[ClipSpecV2], str]) -> int:
+    specs, videos = args
+    for s in specs:
+        with atomic_output(Path(videos) / f"{s.video_id}.mp4") as tmp:
+            frames = (render_frame(s, i) for i in range(s.num_frames))
+            write_video(tmp, frames, FPS, crf=20)
+    return len(specs)
+
+
+# ---------------------------------------------------------------------------- captions
+
+
+def _phrase(rng: np.random.Generator, e: Event, with_size: bool) -> tuple[str, str]:
+    """(subject + verb, subject + base verb) for one event."""
+    subj = v1._subject(rng, e.count, e.size, e.color, e.shape, with_size)
+    plural = e.count > 1
+    return f"{subj} {v1._pick(rng, v1.MOTION_WORDS[e.motion])[plural]}", (
+        f"{subj} {v1._pick(rng, v1.MOTION_WORDS[e.motion])[1]}"
+    )
+
+
+def _mentions(rng: np.random.Generator, n_events: int) -> list[int]:
+    """Which events one caption names, in order: all, one, or (of three) two in a row."""
+    r = rng.random()
+    if n_events == 1 or r < 0.45:
+        return list(range(n_events))
+    if r < 0.8 or n_events == 2:
+        return [int(rng.integers(n_events))]
+    first = int(rng.integers(n_events - 1))
+    return [first, first + 1]
+
+
+def caption_with_facts(
+    spec: ClipSpecV2, rng: np.random.Generator
+) -> tuple[str, list[list]]:
+    """One caption and what it states: the named events' facts, in order."""
+    mentioned = _mentions(rng, len(spec.events))
+    sizes = [bool(rng.random() < 0.6) for _ in mentioned]
+    parts = [_phrase(rng, spec.events[i], s) for i, s in zip(mentioned, sizes, strict=True)]
+    facts = [spec.events[i].fact(s) for i, s in zip(mentioned, sizes, strict=True)]
+    if len(parts) == 1:
+        text, base = parts[0]
+        caption = v1._pick(rng, [text, f"in this video {text}", f"at some point {text}",
+                                 f"we see {base}", f"a clip where {text}"])  # fmt: skip
+    elif len(parts) == 2:
+        (a, _), (b, _) = parts
+        caption = v1._pick(rng, [f"{a}, then {b}", f"first {a}; after that {b}",
+                                 f"{a} and then {b}", f"in this clip {a}, later {b}"])  # fmt: skip
+    else:
+        (a, _), (b, _), (c, _) = parts
+        caption = v1._pick(rng, [f"first {a}, then {b}, and finally {c}",
+                                 f"{a}, then {b}, then {c}"])  # fmt: skip
+    return caption, facts
+
+
+def captions(spec: ClipSpecV2, seed: int = 0, n: int = CAPTIONS_PER_CLIP) -> list[tuple[str, list]]:
+    """``n`` distinct captions with their facts."""
+    rng = np.random.default_rng([seed, v1.hash_id(spec.video_id), VERSION, 7])
+    out: list[tuple[str, list]] = []
+    for _ in range(200):
+        if len(out) >= n:
+            break
+        caption, facts = caption_with_facts(spec, rng)
+        if caption not in (c for c, _ in out):
+            out.append((caption, facts))
+    return out
+
+
+# ---------------------------------------------------------------------------- ground truth
+
+
+def matches(facts: list[list], spec: ClipSpecV2) -> bool:
+    """Whether ``spec`` shows the stated events in this order (a size of ``None`` is any)."""
+    position = 0
+    for fact in facts:
+        while position < len(spec.events):
+            e = spec.events[position].fact()
+            position += 1
+            if all(f is None or f == g for f, g in zip(fact, e, strict=True)):
+                break
+        else:
+            return False
+    return True
+
+
+def ambiguity_ceiling(specs: list[ClipSpecV2], facts: list[list[list]]) -> float:
+    """Expected t2v R@1 (%) of a model that knows everything: caption ``i`` (of clip ``i``) ranks
+    every clip it matches first, in random order, so its R@1 is ``1 / #matches``."""
+    having: dict[tuple, set[int]] = {}  # (colour, shape, count, motion) -> clips with it
+    for row, spec in enumerate(specs):
+        for e in spec.events:
+            having.setdefault((e.color, e.shape, e.count, e.motion), set()).add(row)
+    total = 0.0
+    for own, stated in zip(specs, facts, strict=True):
+        rows = set.intersection(*(having.get((f[0], f[1], f[3], f[4]), set()) for f in stated))
+        hits = sum(matches(stated, specs[row]) for row in rows)
+        if not matches(stated, own):
+            raise AssertionError(f"{own.video_id}: its own caption does not match it")
+        total += 1.0 / hits
+    return 100.0 * total / len(specs)
+
+
+# ---------------------------------------------------------------------------- the world
+
+
+def annotations(specs: list[ClipSpecV2], seed: int) -> dict[str, object]:
+    """The annotation files' contents (v1's files plus ``caption_facts.json``)."""
+    caps = {s.video_id: captions(s, seed) for s in specs}
+    videos = [
+        {"video_id": s.video_id, "id": i, "split": s.split, "category": 0,
+         "url": "", "start time": 0.0, "end time": round(s.num_frames / FPS, 3)}
+        for i, s in enumerate(specs)
+    ]  # fmt: skip
+    sentences, k = [], 0
+    for s in specs:
+        for c, _ in caps[s.video_id]:
+            sentences.append({"video_id": s.video_id, "caption": c, "sen_id": k})
+            k += 1
+    data = {"info": {"description": f"EMCL Explorer demo world v{VERSION}, seed {seed}"},
+            "videos": videos, "sentences": sentences}  # fmt: skip
+    train_csv = "video_id\n" + "".join(f"{s.video_id}\n" for s in specs if s.split == "train")
+    tests = [s for s in specs if s.split == "test"]
+    test_csv = "key,vid_key,video_id,sentence\n" + "".join(
+        f"ret{j},msr{s.video_id[5:]},{s.video_id},{caps[s.video_id][0][0]}\n"
+        for j, s in enumerate(tests)
+    )
+    clips = {}
+    for s in specs:
+        idx = uniform_indices(s.num_frames, SAMPLER_FRAMES)
+        seen = [frame_concepts(s, i) for i in idx]
+        clips[s.video_id] = {
+            "num_frames": s.num_frames,
+            "indices": idx,
+            "concepts": [main for main, _ in seen],
+            "distractors": [other for _, other in seen],
+            "event": [next(j for j, e in enumerate(s.events) if e.start <= i < e.end) for i in idx],
+            "spec": asdict(s),
+        }
+    concepts = {
+        "sampler": {"name": "uniform", "num_frames": SAMPLER_FRAMES,
+                    "rule": "index_i = floor((i + 0.5) * num_frames_in_clip / 12)"},
+        "fps": FPS,
+        "clips": clips,
+    }  # fmt: skip
+    facts = {s.video_id: [f for _, f in caps[s.video_id]] for s in specs}
+    return {
+        "MSRVTT_data.json": data,
+        "MSRVTT_train.9k.csv": train_csv,
+        "MSRVTT_JSFUSION_test.csv": test_csv,
+        "frame_concepts.json": concepts,
+        "caption_facts.json": facts,
+        "lexicon.json": dict(sorted(v1.LEXICON.items())),
+    }
+
+
+def test_ceiling(specs: list[ClipSpecV2], seed: int) -> float:
+    """The ambiguity ceiling of the test split with its one caption per clip (the first)."""
+    tests = [s for s in specs if s.split == "test"]
+    return ambiguity_ceiling(tests, [captions(s, seed)[0][1] for s in tests])
+
+
+def build_world(
+    out: str | os.PathLike,
+    n_train: int,
+    n_test: int,
+    seed: int = 0,
+    workers: int | None = None,
+    progress: bool = False,
+) -> dict[str, object]:
+    """Generate the v2 world under ``out``; ``world.json`` (written last) records the parameters
+    and the test split's ambiguity ceiling."""
+    t0 = time.perf_counter()
+    out = Path(out)
+    videos = out / "videos"
+    videos.mkdir(parents=True, exist_ok=True)
+    (out / "world.json").unlink(missing_ok=True)
+    specs = make_specs(n_train, n_test, seed)
+    workers = max(1, min(workers or os.cpu_count() or 1, len(specs)))
+    jobs = [(specs[i : i + 16], str(videos)) for i in range(0, len(specs), 16)]
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(specs), desc="demo world v2", unit="clip")
+    if workers == 1:
+        for job in jobs:
+            _render_many(job)
+            bar and bar.update(len(job[0]))
+    else:
+        with mp.get_context("spawn").Pool(workers) as pool:
+            for done in pool.imap_unordered(_render_many, jobs):
+                bar and bar.update(done)
+    bar and bar.close()
+    for name, content in annotations(specs, seed).items():
+        if isinstance(content, str):
+            atomic_write(out / name, content)
+        else:
+            v1._dump(content, out / name)
+    meta = {"version": VERSION, "seed": seed, "n_train": n_train, "n_test": n_test,
+            "size": SIZE, "fps": FPS, "sampler_frames": SAMPLER_FRAMES,
+            "ceiling_t2v_R1": round(test_ceiling(specs, seed), 2) if n_test else None}  # fmt: skip
+    v1._dump(meta, out / "world.json")
+    return meta | {"seconds": round(time.perf_counter() - t0, 1), "workers": workers}
+
+
+# ---------------------------------------------------------------------------- pretraining corpus
+
+
+def pretrain_pair(seed: int, index: int) -> tuple[np.ndarray, str]:
+    """Frame ``index`` of the pretraining corpus ``[SIZE, SIZE, 3]`` uint8 and its phrase (the
+    group it shows: count, size, colour, shape; distractors and background unnamed)."""
+    spec = make_spec(seed, index, f"pretrain{index}", "pretrain", stream=PRETRAIN_STREAM)
+    rng = np.random.default_rng([seed, index, VERSION, PRETRAIN_STREAM, 7])
+    frame = int(rng.integers(spec.num_frames))
+    e = spec.event_at(frame)
+    threshold = (v1.RADIUS["small"] + v1.RADIUS["large"]) / 2
+    shown = next(o for o in objects(spec, frame) if o.role == "main")
+    size = "large" if shown.r >= threshold else "small"
+    phrase = v1._subject(rng, e.count, size, e.color, e.shape, bool(rng.random() < 0.7))
+    return render_frame(spec, frame, whole_clip=False), phrase
+
+
+def _pretrain_many(args: tuple[int, int, int]) -> tuple[np.ndarray, list[str]]:
+    seed, start, stop = args
+    pairs = [pretrain_pair(seed, i) for i in range(start, stop)]
+    return np.stack([p[0] for p in pairs]), [p[1] for p in pairs]
+
+
+def pretrain_pairs(
+    seed: int, n: int, workers: int | None = None
+) -> tuple[np.ndarray, list[str]]:
+    """The first ``n`` pretraining pairs: frames ``[n, SIZE, SIZE, 3]`` uint8 and phrases."""
+    workers = max(1, min(workers or os.cpu_count() or 1, n))
+    chunk = max(1, min(512, -(-n // workers)))
+    jobs = [(seed, i, min(i + chunk, n)) for i in range(0, n, chunk)]
+    if workers == 1:
+        parts = [_pretrain_many(j) for j in jobs]
+    else:
+        with mp.get_context("spawn").Pool(workers) as pool:
+            parts = pool.map(_pretrain_many, jobs)
+    return np.concatenate([p[0] for p in parts]), [t for p in parts for t in p[1]]
+
+
+__all__ = [
+    "VERSION",
+    "ClipSpecV2",
+    "Distractor",
+    "Event",
+    "ambiguity_ceiling",
+    "build_world",
+    "captions",
+    "frame_concepts",
+    "make_spec",
+    "make_specs",
+    "matches",
+    "pretrain_pair",
+    "pretrain_pairs",
+    "render_frame",
+    "test_ceiling",
+]

@@ -1,0 +1,327 @@
+"""The five-seed study: per seed a base and an EMCL fine-tune from one pretrained backbone, the
+evaluation rows on the test split, and the aggregate with paired t-tests (``study.json``).
+
+Per seed both fine-tunes use the ``demo-v2`` preset with the same seed, so they start from the
+same backbone and the same new-module weights and see the same batches; the only difference is
+the EMCL layer. Both are taken at a fixed step count (``select="last"``). Everything is
+resumable: a finished fine-tune (its exported ``summary.json``) and a finished evaluation
+(``eval/s<seed>.json``) are kept; an unfinished fine-tune continues from its ``last`` state.
+
+Rows (emcl/evaluation/protocol.py's scores and metrics; test split, one caption per clip):
+``base`` (†), ``base+emcl`` (§, EMCL-Net knobs at inference only), ``emcl`` (‡, trained jointly,
+its own knobs and prior), and the ablation ``base(l2)`` / ``base+emcl(l2)``: the inference-module
+protocol (mean-pooled L2-normalised features, its own knobs). Table 2: the joint model (and
+base+emcl) with beta in 0..4, inverted softmax.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from emcl.core.em import EMCL_NET_DEFAULTS, INFERENCE_MODULE_DEFAULTS
+from emcl.data.demo_world import ensure_world
+from emcl.evaluation.protocol import Features, extract, metrics, scores
+from emcl.fileio import atomic_write_json
+from emcl.model.checkpoint import read_config
+from emcl.model.config import EMCLConfig
+from emcl.model.model import EMCLRetrievalModel
+from emcl.study.stats import mean_std, paired_t_test
+from emcl.training.presets import PRESETS, TrainConfig
+from emcl.training.pretrain import PRETRAIN_COMMAND
+
+METRICS = ("R1", "R5", "R10", "MdR", "MnR")
+DIRECTIONS = ("t2v", "v2t")
+ROWS = ("base", "base+emcl", "emcl", "base(l2)", "base+emcl(l2)")
+COMPARED = {"base+emcl": "base", "emcl": "base", "base+emcl(l2)": "base(l2)"}  # row -> reference
+BETAS = (0.0, 1.0, 2.0, 3.0, 4.0)
+KINDS = ("base", "emcl")
+
+
+class StudyError(ValueError):
+    """Bad study input; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    out: str = "runs/study"
+    preset: str = "demo-v2"
+    pretrained: str | None = None  # default: the preset's init_from
+    world_size: tuple[int, int, int] = (3000, 1000, 0)  # train (incl. 10 % val), test, seed
+    world_dir: str | None = None  # default: the preset's data folder
+    device: str = "auto"
+    jobs: int = 1  # fine-tunes at once (> 1: subprocesses)
+    cache_dir: str | None = None  # frame cache (default: under the cache root)
+    overrides: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields (tests)
+
+    def __post_init__(self) -> None:
+        if len(set(self.seeds)) < 2:
+            raise StudyError(
+                f"the study's paired t-tests need at least two seeds, got {list(self.seeds)} "
+                "(use --seeds 5, the supplement's protocol)"
+            )
+        if self.preset not in PRESETS:
+            raise StudyError(f"unknown preset {self.preset!r}")
+
+    def train_config(self, seed: int, kind: str) -> TrainConfig:
+        base = PRESETS[self.preset]
+        model = base.model if kind == "emcl" else dataclasses.replace(base.model, emcl=None)
+        if kind == "emcl" and model.emcl is None:
+            model = dataclasses.replace(model, emcl=EMCLConfig())
+        return dataclasses.replace(base, model=model, seed=seed, data=self.world(),
+                                   init_from=self.backbone(), preset=self.preset,
+                                   **self.overrides)  # fmt: skip
+
+    def world(self) -> str:
+        return self.world_dir or PRESETS[self.preset].data
+
+    def backbone(self) -> str:
+        path = self.pretrained or PRESETS[self.preset].init_from
+        if path is None:
+            raise StudyError(f"preset {self.preset} names no pretrained backbone: pass one")
+        return path
+
+    def run_dir(self, seed: int, kind: str) -> Path:
+        return Path(self.out) / f"s{seed}-{kind}"
+
+
+# --------------------------------------------------------------------------------------------
+# Fine-tunes
+# --------------------------------------------------------------------------------------------
+def finished(run: Path) -> bool:
+    return (run / "export" / "summary.json").is_file()
+
+
+def _train_command(cfg: StudyConfig, seed: int, kind: str) -> list[str]:
+    """The same fine-tune as :func:`_train_here`, as a ``python -m emcl train`` command."""
+    tc = cfg.train_config(seed, kind)
+    run = cfg.run_dir(seed, kind)
+    argv = [sys.executable, "-m", "emcl", "train", "--preset", cfg.preset, "--seed", str(seed),
+            "--data", tc.data, "--init-from", str(tc.init_from), "--out", str(run),
+            "--export", str(run / "export"), "--resume", "--device", cfg.device,
+            "--quiet"]  # fmt: skip
+    if kind == "base":
+        argv.append("--no-emcl")
+    if cfg.cache_dir:
+        argv += ["--cache", cfg.cache_dir]
+    flags = {"max_steps": "--max-steps", "batch_size": "--batch-size", "epochs": "--epochs",
+             "val_every": "--val-every", "val_videos": "--val-videos"}  # fmt: skip
+    for name, value in cfg.overrides.items():
+        if name not in flags:
+            raise StudyError(f"override {name!r} cannot be passed to a subprocess fine-tune")
+        argv += [flags[name], str(value)]
+    return argv
+
+
+def _train_here(cfg: StudyConfig, seed: int, kind: str) -> None:
+    from emcl.training.loop import train
+
+    run = cfg.run_dir(seed, kind)
+    train(cfg.train_config(seed, kind), run, resume=True, device=cfg.device,
+          cache_dir=cfg.cache_dir, export=run / "export", progress=False)  # fmt: skip
+
+
+def _train_subprocess(cfg: StudyConfig, seed: int, kind: str) -> None:
+    run = cfg.run_dir(seed, kind)
+    run.mkdir(parents=True, exist_ok=True)
+    with open(run / "train.log", "a") as log:
+        code = subprocess.run(_train_command(cfg, seed, kind), stdout=log, stderr=subprocess.STDOUT,
+                              env={**os.environ, "PYTHONUNBUFFERED": "1"}).returncode  # fmt: skip
+    if code != 0 or not finished(run):
+        tail = (run / "train.log").read_text()[-2000:]
+        raise RuntimeError(f"fine-tune s{seed}-{kind} failed (exit {code}):\n{tail}")
+
+
+def prepare_frames(cfg: StudyConfig) -> None:
+    """Decode the train and val clips into the frame cache (what each fine-tune then reads)."""
+    from emcl.training.data import load_split
+
+    tc = cfg.train_config(cfg.seeds[0], "base")
+    model = EMCLRetrievalModel(tc.model, load_pretrained=False)
+    workers = max(2, os.cpu_count() or 2)
+    load_split(model, tc.data, "train", cfg.cache_dir, progress=False, workers=workers)
+    load_split(model, tc.data, "val", cfg.cache_dir, tc.val_videos, False, workers)
+
+
+def fine_tune_all(cfg: StudyConfig, say: Callable[[str], None]) -> dict[str, float]:
+    """Every missing fine-tune; returns each run's wall-clock seconds (from its summary)."""
+    todo = [(s, k) for s in cfg.seeds for k in KINDS if not finished(cfg.run_dir(s, k))]
+    say(f"fine-tunes: {2 * len(cfg.seeds) - len(todo)} of {2 * len(cfg.seeds)} done, "
+        f"{len(todo)} to run ({cfg.jobs} at a time)")  # fmt: skip
+    if todo and cfg.jobs == 1:
+        for seed, kind in todo:
+            _train_here(cfg, seed, kind)
+            say(f"  s{seed}-{kind} done")
+    elif todo:
+        prepare_frames(cfg)  # once, before parallel runs would race to decode into the cache
+        with ThreadPoolExecutor(cfg.jobs) as pool:
+            futures = {pool.submit(_train_subprocess, cfg, s, k): (s, k) for s, k in todo}
+            for future, (seed, kind) in futures.items():
+                future.result()
+                say(f"  s{seed}-{kind} done")
+    seconds = {}
+    for seed in cfg.seeds:
+        for kind in KINDS:
+            summary = json.loads((cfg.run_dir(seed, kind) / "export" / "summary.json").read_text())
+            seconds[f"s{seed}-{kind}"] = summary["wall_seconds"]
+    return seconds
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation of one seed
+# --------------------------------------------------------------------------------------------
+def _on(features: Features, device: torch.device) -> Features:
+    """The same features on ``device`` (the EM of 1000 x 1000 blocks is fast on a GPU)."""
+    move = (lambda t: None if t is None else t.to(device))  # noqa: E731
+    return dataclasses.replace(features, text=move(features.text), frames=move(features.frames),
+                               video=move(features.video), prior=move(features.prior))  # fmt: skip
+
+
+def evaluate_seed(cfg: StudyConfig, seed: int) -> dict[str, Any]:
+    """The rows and Table 2 for one seed's pair of checkpoints."""
+    from emcl.model.backbone import resolve_device
+
+    device = resolve_device(cfg.device)
+    features_dir = Path(cfg.out) / "features"
+    runs = {k: cfg.run_dir(seed, k) / "export" for k in KINDS}
+    base = extract(runs["base"], cfg.world(), "test", features_dir, str(device), progress=False)
+    joint = extract(runs["emcl"], cfg.world(), "test", features_dir, str(device), progress=False)
+    joint_em = read_config(runs["emcl"])[0].emcl.params()
+    base, joint = _on(base, device), _on(joint, device)
+
+    def row(features: Features, params, protocol: str = "emclnet") -> dict:
+        result = metrics(scores(features, params, protocol), features)
+        return {d: result[d] for d in DIRECTIONS} | {"inverted_softmax": result["inverted_softmax"]}
+
+    rows = {
+        "base": row(base, None),
+        "base+emcl": row(base, EMCL_NET_DEFAULTS),
+        "emcl": row(joint, joint_em),
+        "base(l2)": row(base, None, "inference"),
+        "base+emcl(l2)": row(base, INFERENCE_MODULE_DEFAULTS, "inference"),
+    }
+    table2 = {}
+    models = (("emcl", joint, joint_em), ("base+emcl", base, EMCL_NET_DEFAULTS))
+    for name, features, params in models:
+        points = [row(features, dataclasses.replace(params, beta=b))["inverted_softmax"]
+                  for b in BETAS]  # fmt: skip
+        table2[name] = {f"{d}_R1": [p[d]["R1"] for p in points] for d in DIRECTIONS}
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    return {"seed": seed, "rows": rows, "table2": table2, "videos": int(base.frames.shape[0]),
+            "device": str(device), "gpu": gpu, "torch": torch.__version__}  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# Aggregate
+# --------------------------------------------------------------------------------------------
+def aggregate(per_seed: list[dict], seeds: list[int]) -> dict[str, Any]:
+    """Per-seed values, mean/std and paired t-tests across seeds (``study.json``'s core)."""
+    rows = {name: {d: {m: [r["rows"][name][d][m] for r in per_seed] for m in METRICS}
+                   for d in DIRECTIONS} for name in ROWS}  # fmt: skip
+    summary = {name: {d: {m: dict(zip(("mean", "std"), mean_std(rows[name][d][m]), strict=True))
+                          for m in METRICS} for d in DIRECTIONS} for name in ROWS}  # fmt: skip
+    p_values: dict[str, Any] = {}
+    t_values: dict[str, Any] = {}
+    for name, reference in COMPARED.items():
+        tests = {d: {m: paired_t_test(rows[name][d][m], rows[reference][d][m]) for m in METRICS}
+                 for d in DIRECTIONS}  # fmt: skip
+        p_values[name] = {d: {m: tests[d][m][1] for m in METRICS} for d in DIRECTIONS}
+        t_values[name] = {d: {m: tests[d][m][0] for m in METRICS} for d in DIRECTIONS}
+    table2: dict[str, Any] = {"beta": list(BETAS), "inverted_softmax": True}
+    for name in ("emcl", "base+emcl"):
+        prefix = "" if name == "emcl" else "base+emcl_"
+        for d in DIRECTIONS:
+            per_beta = list(zip(*(r["table2"][name][f"{d}_R1"] for r in per_seed), strict=True))
+            table2[f"{prefix}{d}_R1"] = [mean_std(list(v))[0] for v in per_beta]
+            table2[f"{prefix}{d}_R1_std"] = [mean_std(list(v))[1] for v in per_beta]
+    return {"seeds": seeds, "rows": rows, "summary": summary, "p_values": p_values,
+            "t_values": t_values, "compared_with": COMPARED, "table2": table2}  # fmt: skip
+
+
+def run_study(cfg: StudyConfig, say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run (or resume) the study and return ``study.json``'s content."""
+    t0 = time.perf_counter()
+    backbone = Path(cfg.backbone())
+    if not backbone.exists():
+        raise StudyError(f"no pretrained backbone at {backbone}: make it first with "
+                         f"`{PRETRAIN_COMMAND}` (or pass --pretrained PATH)")  # fmt: skip
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    n_train, n_test, world_seed = cfg.world_size
+    say(f"world v2 ({n_train} + {n_test} clips, seed {world_seed}) in {cfg.world()}")
+    t = time.perf_counter()
+    ensure_world(cfg.world(), n_train, n_test, world_seed, progress=False, version=2)
+    world_seconds = time.perf_counter() - t
+    world = json.loads((Path(cfg.world()) / "world.json").read_text())
+
+    t = time.perf_counter()
+    finetune_seconds = fine_tune_all(cfg, say)
+    finetune_wall = time.perf_counter() - t
+
+    per_seed, eval_seconds = [], {}
+    for seed in cfg.seeds:
+        path = out / "eval" / f"s{seed}.json"
+        if not path.is_file():
+            t = time.perf_counter()
+            result = evaluate_seed(cfg, seed)
+            result["seconds"] = round(time.perf_counter() - t, 1)
+            atomic_write_json(path, result, indent=1)
+            say(f"evaluated seed {seed} in {result['seconds']} s")
+        result = json.loads(path.read_text())
+        eval_seconds[f"s{seed}"] = result["seconds"]
+        per_seed.append(result)
+
+    pretrain_summary = backbone.parent / "summary.json"
+    pretrain = json.loads(pretrain_summary.read_text()) if pretrain_summary.is_file() else {}
+    study = aggregate(per_seed, list(cfg.seeds))
+    first = cfg.train_config(cfg.seeds[0], "emcl")
+    steps = json.loads((cfg.run_dir(cfg.seeds[0], "emcl") / "export" / "summary.json").read_text())
+    study |= {
+        "ceiling": {"t2v_R1": world.get("ceiling_t2v_R1")},
+        "world": {k: world[k] for k in ("version", "seed", "n_train", "n_test")},
+        "train": first.to_dict() | {"seed": "per run", "steps": steps["steps"]},
+        "pretrained": str(backbone),
+        "pretrain_summary": pretrain,
+        "device": {
+            "finetune": steps["device"],
+            # per seed, as recorded by the evaluation (None: not recorded by older runs)
+            "evaluation": sorted({str(r.get("device", "unrecorded")) for r in per_seed}),
+            "evaluation_gpu": sorted({str(r.get("gpu", "unrecorded")) for r in per_seed}),
+            "aggregated_with_torch": torch.__version__,
+        },
+        "seconds": {
+            "world_build_this_run": round(world_seconds, 1),
+            "pretrain": pretrain.get("wall_seconds"),
+            "finetune": finetune_seconds,
+            "finetune_wall_this_run": round(finetune_wall, 1),
+            "evaluate": eval_seconds,
+            "total_this_run": round(time.perf_counter() - t0, 1),
+        },
+        "jobs": cfg.jobs,
+    }  # fmt: skip
+    return study
+
+
+__all__ = [
+    "BETAS",
+    "COMPARED",
+    "ROWS",
+    "StudyConfig",
+    "StudyError",
+    "aggregate",
+    "evaluate_seed",
+    "fine_tune_all",
+    "run_study",
+]
