@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -257,3 +259,12 @@ def test_query_gives_the_same_numbers_as_the_apps_rank(explorer_inputs, capsys, 
         assert [h["score"] for h in cli[column]] == pytest.approx(
             [h["score"] for h in app[column]], abs=1e-5
         )
+
+
+def test_python_m_emcl_index_runs_the_command_line(tmp_path):
+    missing = tmp_path / "no-index"
+    for prefix in (["emcl.index"], ["emcl", "index"]):
+        command = [sys.executable, "-m", *prefix, "query", str(missing), "a ball"]
+        done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=120)
+        assert done.returncode == 2 and f"no index at {missing}" in done.stderr
+        assert "python -m emcl.index build" in done.stderr
