@@ -268,3 +268,30 @@ def test_python_m_emcl_index_runs_the_command_line(tmp_path):
         done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=120)
         assert done.returncode == 2 and f"no index at {missing}" in done.stderr
         assert "python -m emcl.index build" in done.stderr
+
+
+def test_windows_rank_as_one_video_at_its_best_span(capsys, tmp_path):
+    """Rows that are time windows of one video (as long videos are indexed) come back as that
+    video once, at its best window's score and span."""
+    vectors = unit_rows(30)
+    ids = [f"clip{i}" for i in range(24)] + ["long"] * 6
+    spans = [None] * 24 + [(5.0 * w, 5.0 * w + 10.0) for w in range(6)]
+    write_parquet(tmp_path / "w.parquet", ids, spans, vectors)
+    model = ["--checkpoint", BASE]
+    build = ["build", "--embeddings", tmp_path / "w.parquet", "--out", tmp_path / "idx", *model]
+    assert run(capsys, *build)[0] == 0
+    code, out, _ = run(capsys, "query", tmp_path / "idx", "a ball", "--top-k", 25, "--json")
+    assert code == 0
+    result = json.loads(out)
+    for column in ("base", "emcl"):
+        hits = result[column]
+        assert len(hits) == 25 and len({h["video_id"] for h in hits}) == 25  # 24 clips + long
+        (long,) = [h for h in hits if h["video_id"] == "long"]
+        assert tuple(long["span"]) in spans and all(h["span"] is None for h in hits if h != long)
+    encoder = open_index(tmp_path / "idx").model.encoder("cpu")
+    with torch.inference_mode():
+        query = F.normalize(encoder.encode_texts(["a ball"])["sentence"][0], dim=-1)
+    windows = torch.from_numpy(vectors[24:]).half().float()
+    best = int((F.normalize(windows, dim=-1) @ query).argmax())  # the reference: best cosine
+    (long,) = [h for h in result["base"] if h["video_id"] == "long"]
+    assert tuple(long["span"]) == spans[24 + best]
