@@ -205,17 +205,16 @@ def open_index(folder: str | os.PathLike) -> StoredIndex:
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
         if not isinstance(manifest, dict) or manifest.get("format") != STORE_FORMAT:
-            raise ValueError(
-                f"format {manifest.get('format') if isinstance(manifest, dict) else manifest!r}"
-            )
+            raise ValueError(f"not format {STORE_FORMAT}")
     except (OSError, ValueError) as e:
         raise _refuse(folder, f"{folder / MANIFEST} is not an EMCL index ({e})", None) from None
     command = manifest.get("command")
-    for name, expected in manifest.get("sha256", {}).items():
+    checksums = manifest.get("sha256") or {}
+    for name in (EMBEDDINGS, ROWS):
         path = folder / name
         if not path.is_file():
             raise _refuse(folder, f"{path} is missing", command)
-        if _sha256(path) != expected:
+        if _sha256(path) != checksums.get(name):
             raise _refuse(
                 folder, f"{path} does not match its checksum (truncated or replaced)", command
             )
