@@ -597,3 +597,34 @@ def test_a_folder_of_videos_with_an_open_clip_model_and_no_checkpoints(make_clip
     with pytest.raises(KnobError, match="needs a jointly trained"):
         ex.rank("a grey clip", replace(ex.defaults(), init="prior"))
     assert [p.name for p in setup.video_dirs(ex.snapshot.records)] == ["uploads", "videos"]
+
+
+# ---- the ANN shortlist in the app -------------------------------------------------------------
+def test_search_through_the_ann_shortlist_equals_exact_search(explorer_inputs, tmp_path):
+    """A gallery above the ANN threshold ranks the ANN's candidates; visiting every IVF cell
+    (recall 1) gives exactly the exact-search columns, in both modes."""
+    from emcl.retrieval.ann import AnnConfig
+
+    setup = replace(explorer_inputs["setup"](), ann=AnnConfig(threshold=40, nlist=4, nprobe=4))
+    approximate = load_explorer_with(setup)
+    assert approximate.snapshot.base.index.ann is not None
+    exact = explorer_inputs["make"]()
+    assert exact.snapshot.base.index.ann is None  # 80 videos: below the default threshold
+    caption = exact.snapshot.captions[5]
+    for mode, shortlist in (("inference", 8), ("joint", 8)):
+        knobs = replace(exact.defaults(mode), shortlist=shortlist, top_k=5)
+        want, got = exact.rank(caption, knobs), approximate.rank(caption, knobs)
+        for column in ("base", "emcl"):
+            assert [h.video_id for h in getattr(got, column)] == [
+                h.video_id for h in getattr(want, column)
+            ]
+            assert [h.score for h in getattr(got, column)] == pytest.approx(
+                [h.score for h in getattr(want, column)], abs=1e-5
+            )
+
+
+def load_explorer_with(setup):
+    """A fresh explorer for ``setup`` (the shared fixture builds with the default settings)."""
+    from emcl.explorer.setup import load_explorer
+
+    return load_explorer(setup)

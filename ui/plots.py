@@ -397,8 +397,14 @@ def map_figure(
 # --------------------------------------------------------------------------------------------
 # HTML views
 # --------------------------------------------------------------------------------------------
-def change_badge(change: int | None, other_rank: int, top_k: int) -> str:
+def change_badge(
+    change: int | None, other_rank: int | None, top_k: int, is_emcl: bool = True
+) -> str:
     """``↑3`` / ``↓1`` / ``=`` / ``new`` (entered the top-k from below it) for the EMCL column."""
+    if not is_emcl:
+        return ""
+    if other_rank is None:  # the base column's ANN shortlist did not hold it
+        return '<span class="emcl-change new" title="not among the base candidates">new</span>'
     if change is None:
         return ""
     if other_rank > top_k:
@@ -427,7 +433,7 @@ def results_html(
         vid = html.escape(r.video_id)
         text = html.escape(caption(r.video_id))
         classes = "emcl-card target" if r.is_target else "emcl-card"
-        badge = change_badge(r.rank_change, r.other_rank, top_k)
+        badge = change_badge(r.rank_change, r.other_rank, top_k, column == "emcl")
         flag = '<span class="emcl-gt">ground truth</span>' if r.is_target else ""
         cards.append(
             f'<div class="{classes}" data-video-id="{vid}" data-rank="{r.rank}">'

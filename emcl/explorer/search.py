@@ -13,6 +13,7 @@ from emcl.explorer.knobs import KnobError, Knobs, clean_text
 from emcl.explorer.metrics import similarity
 from emcl.explorer.results import SearchResult
 from emcl.explorer.snapshot import Snapshot, normalise_caption
+from emcl.retrieval.index import GalleryIndex
 from emcl.retrieval.ranking import SEARCH_BLOCK, Hit, Ranking, Span, rank_query
 
 if TYPE_CHECKING:
@@ -81,6 +82,15 @@ def _rankings(
     params, prior = knobs.params(), explorer.prior(knobs)
     query_base, cut_base = explorer.encode_query(snap.base, text)
     base_index, base_items = snap.base.ranked()  # long videos: their windows (best one wins)
+    # Large galleries: the ANN's candidates, scored exactly (the inverted softmax and the
+    # gallery and block contexts rank every video, so they stay exact).
+    exact = knobs.isoftmax or knobs.context != "shortlist"
+    rows = max(knobs.shortlist, need)
+
+    def shortlist(index: GalleryIndex, query: Tensor) -> GalleryIndex:
+        return index if exact else index.for_query(query, rows)
+
+    base_index = shortlist(base_index, query_base)
     try:
         if knobs.mode == "inference":
             ranking = rank_query(
@@ -93,6 +103,7 @@ def _rankings(
             query_base, base_index, NO_EM, shortlist_size=1, top_k=need, items=base_items
         )
         emcl_index, emcl_items = emcl_view.ranked()
+        emcl_index = shortlist(emcl_index, query_emcl)
         ranking = rank_query(
             query_emcl, emcl_index, params, prior=prior, items=emcl_items, **options
         )
@@ -143,8 +154,9 @@ class _Columns:
                 index=p,
                 score=float(self.score[column][p]),
                 rank=mine[p],
-                other_rank=theirs[p],
-                rank_change=theirs[p] - mine[p] if column == "emcl" else None,
+                # Joint mode with an ANN shortlist: the other model may not have ranked p.
+                other_rank=theirs.get(p),
+                rank_change=theirs[p] - mine[p] if column == "emcl" and p in theirs else None,
                 is_target=p in targets,
                 span=self.span[column].get(p),
                 cosine=self.cosine[column].get(p),

@@ -46,6 +46,7 @@ from emcl.explorer.results import (
 )
 from emcl.explorer.snapshot import ModelView, Snapshot, make_snapshot
 from emcl.model.encoder import Encoder
+from emcl.retrieval.ann import AnnConfig
 
 Progress = Callable[[float, str], None]
 
@@ -82,6 +83,7 @@ class Explorer:
         uploads_dir: str | os.PathLike | None = None,
         map_cache_dir: str | os.PathLike | None = None,
         upload_max_bytes: int = upload_service.UPLOAD_MAX_BYTES,
+        ann: AnnConfig | None = None,
     ):
         if (emcl_encoder is None) != (emcl_gallery is None):
             raise ValueError("pass both the EMCL encoder and its gallery, or neither")
@@ -89,8 +91,9 @@ class Explorer:
             if encoder is not None and encoder.model.training:
                 raise ValueError("encoders must be in eval mode")
         self.text_caches: dict[str, dict[str, Tensor]] = {}  # fingerprint -> caption -> [D]
+        self.ann = ann  # the ANN shortlist's settings (None: AnnConfig's defaults)
         self._snapshot = make_snapshot(
-            0, base_encoder, base_gallery, emcl_encoder, emcl_gallery, self.text_caches
+            0, base_encoder, base_gallery, emcl_encoder, emcl_gallery, self.text_caches, ann=ann
         )
         self.ground_truth = ground_truth
         self.uploads_dir = Path(uploads_dir) if uploads_dir is not None else None

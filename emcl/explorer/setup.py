@@ -18,6 +18,7 @@ from emcl.model.checkpoint import load_checkpoint
 from emcl.model.config import ModelConfig
 from emcl.model.encoder import Encoder
 from emcl.model.model import EMCLRetrievalModel
+from emcl.retrieval.ann import AnnConfig
 
 
 @dataclass
@@ -33,6 +34,7 @@ class Setup:
     cache_dir: Path = field(default_factory=paths.cache_root)
     device: str = "auto"
     world_size: tuple[int, int, int] = paths.DEMO_WORLD_SIZE  # demo world: train, test, seed
+    ann: AnnConfig | None = None  # the ANN shortlist above ann.threshold videos (None: defaults)
     log: Callable[[str], None] = field(default=print)
 
     @property
@@ -122,6 +124,7 @@ def load_explorer(setup: Setup) -> Explorer:
         ground_truth=GroundTruth.load(setup.data_root),
         uploads_dir=setup.uploads_dir,
         map_cache_dir=setup.maps_dir,
+        ann=setup.ann,
     )
     snap = explorer.snapshot
     log(

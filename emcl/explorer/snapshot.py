@@ -18,6 +18,7 @@ from emcl.data.datasets import VideoRecord
 from emcl.data.gallery import Gallery
 from emcl.explorer.knobs import KnobError
 from emcl.model.encoder import Encoder
+from emcl.retrieval.ann import AnnConfig
 from emcl.retrieval.index import GalleryIndex, valid_rows
 from emcl.retrieval.moments import MomentIndex
 from emcl.retrieval.ranking import ItemMap
@@ -90,9 +91,12 @@ def _view(
     ids: Sequence[str],
     captions: Sequence[str],
     text_cache: dict[str, Tensor],
+    ann: AnnConfig | None = None,
 ) -> ModelView:
     frames, videos = _aligned(gallery, ids)
     index = GalleryIndex.build(list(ids), videos.float())  # every row valid (make_snapshot)
+    if gallery.cache_dir is not None:  # above ann.threshold videos: the ANN shortlist
+        index = index.with_ann(gallery.cache_dir, encoder.fingerprint, ann, log=lambda m: None)
     todo = [c for c in dict.fromkeys(captions) if c not in text_cache]
     if todo:
         with torch.inference_mode():
@@ -120,10 +124,12 @@ def make_snapshot(
     emcl_gallery: Gallery | None,
     text_caches: dict[str, dict[str, Tensor]],
     skipped: Sequence[dict[str, str]] = (),
+    ann: AnnConfig | None = None,
 ) -> Snapshot:
     """The videos every model indexed with usable features, in base order, plus the caption
     bank embedded by each model. ``text_caches`` (fingerprint -> caption -> embedding) carries
-    caption embeddings over to the next snapshot; ``skipped`` adds earlier skip records."""
+    caption embeddings over to the next snapshot; ``skipped`` adds earlier skip records;
+    ``ann`` configures the ANN shortlist of large galleries (default ``AnnConfig()``)."""
     galleries = [g for g in (base_gallery, emcl_gallery) if g is not None]
     left_out = {s["video_id"]: s for s in skipped}
     for gallery in galleries:
@@ -153,11 +159,11 @@ def make_snapshot(
                 captions.append(c)
                 owner.append(row)
     base_cache = text_caches.setdefault(base_encoder.fingerprint, {})
-    base = _view("base", base_encoder, base_gallery, ids, captions, base_cache)
+    base = _view("base", base_encoder, base_gallery, ids, captions, base_cache, ann)
     emcl = None
     if emcl_encoder is not None and emcl_gallery is not None:
         cache = text_caches.setdefault(emcl_encoder.fingerprint, {})
-        emcl = _view("emcl", emcl_encoder, emcl_gallery, ids, captions, cache)
+        emcl = _view("emcl", emcl_encoder, emcl_gallery, ids, captions, cache, ann)
     lookup: dict[str, tuple[str, ...]] = {}
     for r in records:
         for c in r.captions:

@@ -249,6 +249,7 @@ def _index(
             emcl_gallery,
             explorer.text_caches,
             skipped=snap.skipped,
+            ann=explorer.ann,
         )
     )
     return added

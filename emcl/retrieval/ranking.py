@@ -45,7 +45,7 @@ class Hit:
     index: int  # position in the original gallery
     score: float
     rank: int  # 1-based, in this column
-    other_rank: int  # 1-based rank of the same video in the other column
+    other_rank: int | None  # 1-based rank in the other column (None: not among its candidates)
     rank_change: int | None  # base rank - EMCL rank (positive: moved up); None in the base column
     is_target: bool = False
     # The cosine of query and video as this column scores them: after EMCL in the EMCL
