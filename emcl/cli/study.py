@@ -36,6 +36,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, help="cap each fine-tune (smoke runs)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--val-videos", type=int)
+    p.add_argument("--note", help="provenance to record in study.json and the report (e.g. "
+                   "where and in how many calls the runs happened)")  # fmt: skip
     return p
 
 
@@ -49,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
                           device=args.device, jobs=args.jobs, cache_dir=args.cache,
                           overrides=overrides)  # fmt: skip
         study = run_study(cfg, say=lambda message: print(message, flush=True))
+        if args.note:
+            study["note"] = args.note
     except (StudyError, CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

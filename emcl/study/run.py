@@ -37,6 +37,7 @@ from emcl.fileio import atomic_write_json
 from emcl.model.checkpoint import read_config
 from emcl.model.config import EMCLConfig
 from emcl.model.model import EMCLRetrievalModel
+from emcl.paths import REPO_ROOT
 from emcl.study.stats import mean_std, paired_t_test
 from emcl.training.presets import PRESETS, TrainConfig
 from emcl.training.pretrain import PRETRAIN_COMMAND
@@ -250,6 +251,14 @@ def aggregate(per_seed: list[dict], seeds: list[int]) -> dict[str, Any]:
             "t_values": t_values, "compared_with": COMPARED, "table2": table2}  # fmt: skip
 
 
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when inside it (portable records), else as given."""
+    try:
+        return str(path.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
 def run_study(cfg: StudyConfig, say: Callable[[str], None] = print) -> dict[str, Any]:
     """Run (or resume) the study and return ``study.json``'s content."""
     t0 = time.perf_counter()
@@ -292,7 +301,7 @@ def run_study(cfg: StudyConfig, say: Callable[[str], None] = print) -> dict[str,
         "ceiling": {"t2v_R1": world.get("ceiling_t2v_R1")},
         "world": {k: world[k] for k in ("version", "seed", "n_train", "n_test")},
         "train": first.to_dict() | {"seed": "per run", "steps": steps["steps"]},
-        "pretrained": str(backbone),
+        "pretrained": _shown(backbone),
         "pretrain_summary": pretrain,
         "device": {
             "finetune": steps["device"],
