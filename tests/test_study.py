@@ -207,8 +207,6 @@ def test_tiny_study_end_to_end_and_resume(tmp_path):
                ("base", "emcl")}  # fmt: skip
     for export in exports.values():
         assert json.loads((export / "summary.json").read_text())["best_step"] == 2
-    # Both models of a seed start from the same weights: the new modules' initial state is the
-    # same, so the first logged losses of base and EMCL differ only through the EMCL layer.
     kept = tmp_path / "study" / "s0-base" / "export" / "model.safetensors"
     before = os.stat(kept).st_mtime_ns
     # "Kill" one fine-tune and one evaluation: resuming redoes only those
@@ -219,3 +217,19 @@ def test_tiny_study_end_to_end_and_resume(tmp_path):
     assert os.stat(kept).st_mtime_ns == before
     assert again["rows"]["base"] == study["rows"]["base"]
     assert again["rows"]["emcl"]["t2v"]["R1"][0] == study["rows"]["emcl"]["t2v"]["R1"][0]
+
+
+def test_base_and_emcl_of_one_seed_start_from_the_same_weights(tmp_path):
+    # train() seeds torch, builds the model, then loads the backbone: do the same for both kinds
+    pre = EMCLRetrievalModel(ModelConfig(backbone=DEMO_BACKBONE, num_frames=1, max_words=16,
+                                         temporal="meanP", emcl=None))  # fmt: skip
+    path = save_checkpoint(pre, tmp_path / "pre", storage="float16")
+    states = []
+    for emcl in (None, EMCLConfig(k=8)):
+        torch.manual_seed(3)
+        model = EMCLRetrievalModel(dataclasses.replace(TINY_VIDEO, emcl=emcl))
+        init_backbone(model, path)
+        states.append({k: v for k, v in model.state_dict().items() if not k.startswith("emcl.")})
+    assert states[0].keys() == states[1].keys()
+    for key, value in states[0].items():
+        assert torch.equal(value, states[1][key]), key
