@@ -247,9 +247,9 @@ def load_checkpoint(
 __all__ = [
     "CONFIG",
     "FORMAT",
+    "STORAGE_DTYPES",
     "WEIGHTS",
     "CheckpointError",
-    "STORAGE_DTYPES",
     "check_state",
     "convert_checkpoint",
     "load_checkpoint",
