@@ -72,8 +72,11 @@ linked to its closest frame and the line is labelled with that similarity. *Auto
 word in its dominant subspace (largest `Σ_j y_k[j] x_j² / Σ_j y_k[j]`, the heatmaps' shares).
 The lower figure links the same words in the full space, `cos(f_i, w_j)`.
 **Grounding** (demo world): the share of links whose frame shows the concept the word names
-(`frame_concepts.json`, `lexicon.json`); words naming no concept are not scored; *chance* is
-the expected score of a random frame of the same video.
+(`frame_concepts.json`, `lexicon.json`), scored only for words whose concept some but not all of
+the clip's frames show (a concept in every frame is found by any frame); *chance* is the expected
+score of a random frame of the same video; test-split figures carry 95 % bootstrap intervals over
+the clips. **Word features**: the caption's token states, or each word encoded alone as a one-word
+caption through the text tower; *best* uses whichever grounds better on the test split.
 """
 
 
