@@ -287,9 +287,8 @@ def test_every_endpoint_has_named_parameters(client):
         "isoftmax", "isoftmax_temp", "protocol",
     ]  # fmt: skip
     assert names["/sweep"] == ["name", *WIDGETS]
-    assert names["/align"] == [
-        "video_id", "caption", "selection", "window", "words", *WIDGETS,
-    ]  # fmt: skip (the active tab is a State, not a parameter)
+    # The active tab is a State, not a parameter.
+    assert names["/align"] == ["video_id", "caption", "selection", "window", "words", *WIDGETS]
     assert names["/rank"] == ["query", "beta", "k", "iters", "lam", "init", "top_k", "mode"]
 
 

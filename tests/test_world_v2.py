@@ -87,9 +87,7 @@ def test_ground_truth_follows_the_events_and_the_pixels(world):
             assert clip["event"][i] == spec.events.index(e)
             assert {f"color:{e.color}", f"shape:{e.shape}", f"motion:{e.motion}",
                     f"count:{e.count}"} <= set(clip["concepts"][i])  # fmt: skip
-            assert {f"color:{d.color}" for d in spec.distractors} <= set(
-                clip["distractors"][i]
-            )
+            assert {f"color:{d.color}" for d in spec.distractors} <= set(clip["distractors"][i])
         decoded = load_frames(world / "videos" / f"{vid}.mp4", 12)
         rendered = np.stack([w.render_frame(spec, f) for f in indices])
         error = np.abs(decoded.astype(int) - rendered.astype(int)).mean()

@@ -134,9 +134,7 @@ def _event(rng: np.random.Generator, start: int, end: int, previous: Event | Non
     return Event(color, shape, size, count, motion, start, end, tuple(round(p, 3) for p in path))
 
 
-def make_spec(
-    seed: int, index: int, video_id: str, split: str, stream: int = 0
-) -> ClipSpecV2:
+def make_spec(seed: int, index: int, video_id: str, split: str, stream: int = 0) -> ClipSpecV2:
     """One clip's spec from its own RNG stream (``stream`` 1: the pretraining corpus)."""
     rng = np.random.default_rng([seed, index, VERSION, stream])
     n_events = int(rng.choice([1, 2, 3], p=[0.35, 0.4, 0.25]))
@@ -315,9 +313,7 @@ def _mentions(rng: np.random.Generator, n_events: int) -> list[int]:
     return [first, first + 1]
 
 
-def caption_with_facts(
-    spec: ClipSpecV2, rng: np.random.Generator
-) -> tuple[str, list[list]]:
+def caption_with_facts(spec: ClipSpecV2, rng: np.random.Generator) -> tuple[str, list[list]]:
     """One caption and what it states: the named events' facts, in order."""
     mentioned = _mentions(rng, len(spec.events))
     sizes = [bool(rng.random() < 0.6) for _ in mentioned]
@@ -511,9 +507,7 @@ def _pretrain_many(args: tuple[int, int, int]) -> tuple[np.ndarray, list[str]]:
     return np.stack([p[0] for p in pairs]), [p[1] for p in pairs]
 
 
-def pretrain_pairs(
-    seed: int, n: int, workers: int | None = None
-) -> tuple[np.ndarray, list[str]]:
+def pretrain_pairs(seed: int, n: int, workers: int | None = None) -> tuple[np.ndarray, list[str]]:
     """The first ``n`` pretraining pairs: frames ``[n, SIZE, SIZE, 3]`` uint8 and phrases."""
     workers = max(1, min(workers or os.cpu_count() or 1, n))
     chunk = max(1, min(512, -(-n // workers)))

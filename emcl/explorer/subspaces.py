@@ -76,9 +76,7 @@ def align(
         frame, _ = alignment.links(selection)
         lexicon = explorer.ground_truth.lexicon  # type: ignore[union-attr]
         scores[label] = grounding(words, frame.tolist(), concepts, lexicon)
-    return AlignResult(
-        str(video_id), text, alignment, scores, truncated or cut, dropped, encoding
-    )
+    return AlignResult(str(video_id), text, alignment, scores, truncated or cut, dropped, encoding)
 
 
 def _window(view: ModelView, position: int, span: object) -> tuple[Span, Tensor] | None:

@@ -185,7 +185,7 @@ def fine_tune_all(cfg: StudyConfig, say: Callable[[str], None]) -> dict[str, flo
 # --------------------------------------------------------------------------------------------
 def _on(features: Features, device: torch.device) -> Features:
     """The same features on ``device`` (the EM of 1000 x 1000 blocks is fast on a GPU)."""
-    move = (lambda t: None if t is None else t.to(device))  # noqa: E731
+    move = lambda t: None if t is None else t.to(device)  # noqa: E731
     return dataclasses.replace(features, text=move(features.text), frames=move(features.frames),
                                video=move(features.video), prior=move(features.prior))  # fmt: skip
 
