@@ -140,7 +140,7 @@ def client_loop(
         start = time.perf_counter()
         try:
             reply = client.predict(**args, api_name=endpoint)
-            ok = bool(reply["base"]) if endpoint == "/rank" else bool(reply[0]["data"])
+            ok = bool(reply["base"]) if endpoint == "/rank" else len(reply["rows"]) >= 2
             error = None if ok else "empty answer"
         except Exception as exc:  # every failure is recorded and reported
             ok, error = False, f"{type(exc).__name__}: {exc}"[:300]
