@@ -239,3 +239,26 @@ def test_base_and_emcl_of_one_seed_start_from_the_same_weights(tmp_path):
     assert states[0].keys() == states[1].keys()
     for key, value in states[0].items():
         assert torch.equal(value, states[1][key]), key
+
+
+def test_resume_needs_no_checkpoints_of_evaluated_seeds_but_weights_for_the_rest(tmp_path):
+    """A run folder copied back from another machine holds summaries but no weights: seeds
+    already evaluated are not retrained (their times come from finetune_seconds.json), and a
+    run without its weights is not finished."""
+    from emcl.study.run import KINDS, fine_tune_all, finished
+
+    cfg = StudyConfig(seeds=(0, 1), out=str(tmp_path / "study"))
+    for seed in (0, 1):
+        for kind in KINDS:
+            export = cfg.run_dir(seed, kind) / "export"
+            export.mkdir(parents=True)
+            (export / "summary.json").write_text(json.dumps({"wall_seconds": 5.0}))
+            assert not finished(cfg.run_dir(seed, kind))  # no model.safetensors
+    record = {f"s{s}-{k}": 80.0 + s for s in (0, 1) for k in KINDS}
+    (tmp_path / "study" / "finetune_seconds.json").write_text(json.dumps(record))
+    said: list[str] = []
+    seconds = fine_tune_all(cfg, said.append, evaluated=frozenset({0, 1}))
+    assert said == ["fine-tunes: 4 of 4 done, 0 to run (1 at a time)"]
+    assert seconds == {name: 5.0 for name in record}  # the local summaries win
+    (cfg.run_dir(0, "base") / "export" / "model.safetensors").write_bytes(b"weights")
+    assert finished(cfg.run_dir(0, "base"))

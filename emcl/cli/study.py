@@ -32,7 +32,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=1, help="fine-tunes at once (subprocesses)")
     p.add_argument("--cache", help="frame cache folder (default: <cache root>/frames)")
     p.add_argument("--json", default=str(CHECKPOINTS / "study.json"))
-    p.add_argument("--report", default=str(CHECKPOINTS / "REPORT.md"))
+    p.add_argument("--report", default=str(CHECKPOINTS / "STUDY.md"))
     p.add_argument("--max-steps", type=int, help="cap each fine-tune (smoke runs)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--val-videos", type=int)

@@ -102,7 +102,10 @@ class StudyConfig:
 # Fine-tunes
 # --------------------------------------------------------------------------------------------
 def finished(run: Path) -> bool:
-    return (run / "export" / "summary.json").is_file()
+    """A fine-tune whose export is complete: its summary and its weights (a run folder copied
+    back without its weights is not finished)."""
+    export = run / "export"
+    return (export / "summary.json").is_file() and (export / "model.safetensors").is_file()
 
 
 def _train_command(cfg: StudyConfig, seed: int, kind: str) -> list[str]:
@@ -156,9 +159,18 @@ def prepare_frames(cfg: StudyConfig) -> None:
     load_split(model, tc.data, "val", cfg.cache_dir, tc.val_videos, False, workers)
 
 
-def fine_tune_all(cfg: StudyConfig, say: Callable[[str], None]) -> dict[str, float]:
-    """Every missing fine-tune; returns each run's wall-clock seconds (from its summary)."""
-    todo = [(s, k) for s in cfg.seeds for k in KINDS if not finished(cfg.run_dir(s, k))]
+def fine_tune_all(
+    cfg: StudyConfig, say: Callable[[str], None], evaluated: frozenset[int] = frozenset()
+) -> dict[str, float]:
+    """Every missing fine-tune of a seed not yet evaluated; returns each run's wall-clock
+    seconds (from its summary, or from ``finetune_seconds.json`` in the run folder for runs
+    whose checkpoints live elsewhere, e.g. on the machine that trained and evaluated them)."""
+    todo = [
+        (s, k)
+        for s in cfg.seeds
+        for k in KINDS
+        if s not in evaluated and not finished(cfg.run_dir(s, k))
+    ]
     say(f"fine-tunes: {2 * len(cfg.seeds) - len(todo)} of {2 * len(cfg.seeds)} done, "
         f"{len(todo)} to run ({cfg.jobs} at a time)")  # fmt: skip
     if todo and cfg.jobs == 1:
@@ -172,12 +184,15 @@ def fine_tune_all(cfg: StudyConfig, say: Callable[[str], None]) -> dict[str, flo
             for future, (seed, kind) in futures.items():
                 future.result()
                 say(f"  s{seed}-{kind} done")
-    seconds = {}
+    record = Path(cfg.out) / "finetune_seconds.json"
+    seconds = json.loads(record.read_text()) if record.is_file() else {}
     for seed in cfg.seeds:
         for kind in KINDS:
-            summary = json.loads((cfg.run_dir(seed, kind) / "export" / "summary.json").read_text())
-            seconds[f"s{seed}-{kind}"] = summary["wall_seconds"]
-    return seconds
+            summary = cfg.run_dir(seed, kind) / "export" / "summary.json"
+            if summary.is_file():
+                seconds[f"s{seed}-{kind}"] = json.loads(summary.read_text())["wall_seconds"]
+    atomic_write_json(record, seconds, indent=1)
+    return {name: seconds.get(name) for name in (f"s{s}-{k}" for s in cfg.seeds for k in KINDS)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -276,7 +291,8 @@ def run_study(cfg: StudyConfig, say: Callable[[str], None] = print) -> dict[str,
     world = json.loads((Path(cfg.world()) / "world.json").read_text())
 
     t = time.perf_counter()
-    finetune_seconds = fine_tune_all(cfg, say)
+    evaluated = frozenset(s for s in cfg.seeds if (out / "eval" / f"s{s}.json").is_file())
+    finetune_seconds = fine_tune_all(cfg, say, evaluated)
     finetune_wall = time.perf_counter() - t
 
     per_seed, eval_seconds = [], {}
