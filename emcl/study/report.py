@@ -1,4 +1,4 @@
-"""``REPORT.md`` from ``study.json`` (the study's numbers only; nothing is computed twice)."""
+"""``STUDY.md`` from ``study.json`` (the study's numbers only; nothing is computed twice)."""
 
 from __future__ import annotations
 
