@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 EPS = 1e-6  # the reference's guard in both normalisations
+NORM_EPS = 1e-12  # F.normalize's guard: final cosines and ratios to a row's norm
 RANK_TOL = 1e-3  # effective K: singular values above this share of the largest
 
 # Accepted ranges. Everything inside gives finite outputs (tests/test_em.py, hypothesis).
@@ -98,11 +99,22 @@ def data_init(x: Tensor, k: int, generator: torch.Generator | None = None) -> Te
     the same scale as every later one.
     """
     check_k(k)
-    d = x.shape[-1]
-    draws = [torch.randperm(d, generator=generator) for _ in range(-(-k // d))]
-    columns = torch.cat(draws)[:k].to(x.device)  # [K]
+    columns = data_init_columns(x.shape[-1], k, generator).to(x.device)  # [K]
     mu = x[..., columns].float()  # [..., N, K]
     return mu / (EPS + mu.norm(dim=-2, keepdim=True))
+
+
+def data_init_columns(d: int, k: int, generator: torch.Generator | None = None) -> Tensor:
+    """The K feature columns (of D) the data initialisation starts from, ``[K]``: without
+    replacement while ``K <= D``. The factorised and Gram routes draw the same ones."""
+    draws = [torch.randperm(d, generator=generator) for _ in range(-(-k // d))]
+    return torch.cat(draws)[:k]
+
+
+def rec_ratios(x: Tensor, reconstruction: Tensor, beta: float) -> Tensor:
+    """``|β · reconstruction| / |x|`` per row ``[...]`` (``x``, ``reconstruction`` ``[..., D]``):
+    how large EMCL's addition is next to the feature it is added to (docs/method.md §1.11)."""
+    return beta * reconstruction.norm(dim=-1) / x.float().norm(dim=-1).clamp(min=NORM_EPS)
 
 
 def _initial_bases(

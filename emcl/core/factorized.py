@@ -20,9 +20,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from emcl.core.em import EPS, EMParams, check_iters, check_lam, reference_init
-
-NORM_EPS = 1e-12  # F.normalize's guard
+from emcl.core.em import EPS, EMParams, check_iters, check_lam, data_init_columns, reference_init
+from emcl.core.gram import cosine_from_squares
 
 
 def worth_it(block_texts: int, num_frames: int) -> bool:
@@ -82,9 +81,7 @@ def emclnet_logits_factorized(
         mu_pooled = start.expand(*lead, bt, bv, k)
         mu_text = start.expand(*lead, bt, k)
     else:  # "data": the same K feature columns that emcl.em.data_init draws
-        generator = params.generator()
-        draws = [torch.randperm(d, generator=generator) for _ in range(-(-k // d))]
-        columns = torch.cat(draws)[:k].to(text.device)
+        columns = data_init_columns(d, k, params.generator()).to(text.device)
         mu_pooled = pooled_times(frame_rows[..., columns])
         mu_text = text[..., columns]
         mu_pooled, mu_text = _normalise_bases(mu_pooled, mu_text)
@@ -135,9 +132,7 @@ def _cosines(
             pooled_sq + 2 * beta * (mu_ab * u).sum(-1) + beta**2 * (mu_ab * g_mu_ab).sum(-1)
         )
         out_text_sq = text_sq + 2 * beta * (m_a * q).sum(-1) + beta**2 * (m_a * (m_a @ zz)).sum(-1)
-    pooled_norm = out_pooled_sq.clamp(min=0).sqrt().clamp(min=NORM_EPS)
-    text_norm = out_text_sq.clamp(min=0).sqrt().clamp(min=NORM_EPS)
-    return dot / (text_norm[..., :, None] * pooled_norm)
+    return cosine_from_squares(dot, out_text_sq[..., :, None], out_pooled_sq)
 
 
 def _normalise_bases(pooled: Tensor, text: Tensor) -> tuple[Tensor, Tensor]:

@@ -25,9 +25,16 @@ from functools import cached_property
 import torch
 from torch import Tensor
 
-from emcl.core.em import EPS, EMParams, check_iters, check_lam, effective_k, reference_init
-
-NORM_EPS = 1e-12  # F.normalize's guard, as in the reference's final cosine
+from emcl.core.em import (
+    EPS,
+    NORM_EPS,
+    EMParams,
+    check_iters,
+    check_lam,
+    data_init_columns,
+    effective_k,
+    reference_init,
+)
 
 
 @dataclass(frozen=True)
@@ -40,7 +47,7 @@ class Pairs:
     text_sq: Tensor  # [..., Bt, 1] |t_a|^2
 
     def base_scores(self) -> Tensor:  # [..., Bt, Bv] the cosines without EMCL
-        return _cosine(self.text_dot_pooled, self.text_sq, self.pooled_sq)
+        return cosine_from_squares(self.text_dot_pooled, self.text_sq, self.pooled_sq)
 
 
 @dataclass(frozen=True)
@@ -78,7 +85,7 @@ class Terms:
         dot = pairs.text_dot_pooled + beta * self.cross + beta**2 * self.rec_dot
         pooled = pairs.pooled_sq + 2 * beta * self.pooled_cross + beta**2 * self.pooled_rec_sq
         text = pairs.text_sq + 2 * beta * self.text_cross + beta**2 * self.text_rec_sq
-        return _cosine(dot, text, pooled)
+        return cosine_from_squares(dot, text, pooled)
 
     def rec_ratios(self, pairs: Pairs, beta: float) -> Tensor:
         """``|beta r| / |x|`` of every row the EM ran on, flattened: pooled rows, then texts."""
@@ -88,7 +95,8 @@ class Terms:
         return beta * both.clamp(min=0).sqrt()
 
 
-def _cosine(dot: Tensor, text_sq: Tensor, pooled_sq: Tensor) -> Tensor:
+def cosine_from_squares(dot: Tensor, text_sq: Tensor, pooled_sq: Tensor) -> Tensor:
+    """``dot / (|t| |x|)`` from the dot product and both squared norms (F.normalize's guard)."""
     text_norm = text_sq.clamp(min=0).sqrt().clamp(min=NORM_EPS)
     pooled_norm = pooled_sq.clamp(min=0).sqrt().clamp(min=NORM_EPS)
     return dot / (text_norm * pooled_norm)
@@ -141,10 +149,7 @@ def _first_logits(geo: Geometry, params: EMParams, prior: Tensor | None) -> Tens
             raise ValueError(f"init has {start.shape[0]} bases but k={k}")
         return geo.row_sum[..., :, None] * start  # [..., D, K]
     # "data": the K feature columns emcl.core.em.data_init draws, as unit-norm bases.
-    d = geo.gram.shape[-1]
-    generator = params.generator()
-    draws = [torch.randperm(d, generator=generator) for _ in range(-(-k // d))]
-    columns = torch.cat(draws)[:k].to(geo.gram.device)  # [K]
+    columns = data_init_columns(geo.gram.shape[-1], k, params.generator()).to(geo.gram.device)
     column_norms = geo.gram.diagonal(dim1=-2, dim2=-1)[..., columns].clamp(min=0).sqrt()
     return geo.gram[..., :, columns] / (EPS + column_norms[..., None, :])
 
@@ -221,4 +226,13 @@ def gram_cost(n_texts: int, n_videos: int, n_frames: int, dim: int, k: int, iter
     return float(setup + iters * dim * dim * k + final)
 
 
-__all__ = ["Geometry", "Pairs", "Terms", "em_terms", "emclnet_scores", "geometry", "gram_cost"]
+__all__ = [
+    "Geometry",
+    "Pairs",
+    "Terms",
+    "cosine_from_squares",
+    "em_terms",
+    "emclnet_scores",
+    "geometry",
+    "gram_cost",
+]

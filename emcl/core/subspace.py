@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from emcl.core.em import EMParams, effective_k
+from emcl.core.em import EMParams, effective_k, rec_ratios
 
 GROUP_TOL = 1e-2  # max abs difference of two normalised weight profiles in one distinct subspace
 _EPS = 1e-12
@@ -164,7 +164,7 @@ def align(
     stacked = torch.cat([f, w])  # [T + L, D] unit-norm rows
     result = params.run(stacked, prior if params.init == "prior" else None)
     z = result.z  # [D, K]
-    rec_ratio = float((params.beta * result.reconstruction.norm(dim=-1)).median())
+    rec_ratio = float(rec_ratios(stacked, result.reconstruction, params.beta).median())
     all_weights = channel_weights(z)  # [K, D]
     groups = distinct_subspaces(all_weights)
     group_of = torch.empty(all_weights.shape[0], dtype=torch.long)  # [K] column -> group

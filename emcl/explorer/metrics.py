@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from emcl.core.em import rec_ratios
 from emcl.explorer.knobs import METRIC_PROTOCOLS, SWEEPS, KnobError, Knobs, choice
 from emcl.explorer.results import MetricsResult, SweepResult
 from emcl.explorer.snapshot import ModelView, Snapshot
@@ -215,13 +216,8 @@ def em_size(explorer: Explorer, snap: Snapshot, knobs: Knobs, protocol: str) -> 
     rows = torch.cat([videos, view.texts[:n_texts]])
     with torch.inference_mode():
         result = knobs.params().run(rows, explorer.prior(knobs))
-        return int(result.effective_k), rec_ratio(rows, result.reconstruction, knobs.beta)
-
-
-def rec_ratio(rows: Tensor, reconstruction: Tensor, beta: float) -> float:
-    """Median over ``rows`` ``[N, D]`` of ``|β · reconstruction| / |row|``."""
-    ratios = beta * reconstruction.norm(dim=-1) / rows.float().norm(dim=-1).clamp(min=1e-12)
-    return float(ratios.median())
+        ratios = rec_ratios(rows, result.reconstruction, knobs.beta)
+        return int(result.effective_k), float(ratios.median())
 
 
 # --------------------------------------------------------------------------------------------

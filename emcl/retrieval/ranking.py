@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from emcl.core.em import EMParams
+from emcl.core.em import EMParams, rec_ratios
 from emcl.core.logits import text_conditioned_pool
 from emcl.retrieval.blocks import DEFAULT_BLOCK, PROTOCOLS, Protocol
 from emcl.retrieval.index import GalleryIndex, valid_rows
@@ -174,8 +174,7 @@ def _run_blocks(
         if protocol == "emclnet" and index.frames is not None
         else (out[:, :-1] @ out[:, -1:].mT)[..., 0]
     )
-    size = params.beta * result.reconstruction.norm(dim=-1)  # [B, C+1]
-    ratios = size / stacked.norm(dim=-1).clamp(min=1e-12)
+    ratios = rec_ratios(stacked, result.reconstruction, params.beta)  # [B, C+1]
     return _Run(scores, cosines, int(result.effective_k.min()), stacked.shape[1], ratios)
 
 
