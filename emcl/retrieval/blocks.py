@@ -39,6 +39,13 @@ def _groups_by_shape(
     return groups
 
 
+def _gram_is_cheaper(blocks: tuple[int, int], n_frames: int, dim: int, params: EMParams) -> bool:
+    """Whether an EMCL-Net block costs fewer multiply-adds through its Gram matrix
+    (``emcl.core.gram``) than through its frame rows (``emcl.core.factorized``)."""
+    shape = (*blocks, n_frames, dim, params.k, params.iters)
+    return gram_cost(*shape) <= factorized_cost(*shape)
+
+
 def similarity_matrix(
     text: Tensor,
     *,
@@ -81,6 +88,11 @@ def similarity_matrix(
     block_texts = block_texts or default_t
     block_videos = block_videos or default_v
     text = text.float()
+    blocks = (block_texts, block_videos)
+    gram_route = protocol == "emclnet" and params is not None and factorize
+    if gram_route and _gram_is_cheaper(blocks, frames.shape[1], text.shape[-1], params):
+        table = EmclNetTable(text, frames, frame_mask, frame_temp, blocks, keep_geometry=False)
+        return table.scores(params, prior)
     n_texts = text.shape[0]
     n_videos = (videos if protocol == "inference" else frames).shape[0]
     device = text.device
@@ -95,13 +107,6 @@ def similarity_matrix(
             return params.run(x, init_prior).embeddings
 
     n_frames = frames.shape[1] if frames is not None else 0
-    if protocol == "emclnet" and params is not None and factorize:
-        dim, k, iters = text.shape[-1], params.k, params.iters
-        gram = gram_cost(block_texts, block_videos, n_frames, dim, k, iters)
-        if gram <= factorized_cost(block_texts, block_videos, n_frames, dim, k, iters):
-            blocks = (block_texts, block_videos)
-            table = EmclNetTable(text, frames, frame_mask, frame_temp, blocks, keep_geometry=False)
-            return table.scores(params, prior)
     for (bt, bv), pairs in _groups_by_shape(n_texts, n_videos, block_texts, block_videos).items():
         fast = protocol == "emclnet" and params is not None and factorize and worth_it(bt, n_frames)
         if protocol == "inference":
