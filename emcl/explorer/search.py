@@ -14,7 +14,7 @@ from emcl.explorer.metrics import similarity
 from emcl.explorer.results import SearchResult
 from emcl.explorer.snapshot import Snapshot, normalise_caption
 from emcl.retrieval.index import GalleryIndex
-from emcl.retrieval.ranking import SEARCH_BLOCK, Hit, Ranking, Span, rank_query
+from emcl.retrieval.ranking import SEARCH_BLOCK, Hit, Ranking, rank_query
 
 if TYPE_CHECKING:
     from emcl.explorer.service import Explorer
@@ -113,36 +113,26 @@ def _rankings(
 
 
 class _Columns:
-    """Both columns as gallery positions in rank order, their scores and rank maps."""
+    """Both columns as gallery positions in rank order, their scores and rank maps, and the
+    rankings' own hits by position (their matched window and cosine travel with them)."""
 
     def __init__(
         self,
         order: dict[str, list[int]],
         score: dict[str, dict[int, float]],
         rank: dict[str, dict[int, int]],
-        span: dict[str, dict[int, Span | None]],  # the matched window of each long video
-        cosine: dict[str, dict[int, float | None]],  # the column's cosine (after EMCL: emcl)
+        ranked: dict[str, dict[int, Hit]],
     ):
-        self.order, self.score, self.rank, self.span = order, score, rank, span
-        self.cosine = cosine
+        self.order, self.score, self.rank, self.ranked = order, score, rank, ranked
 
     @classmethod
     def from_rankings(cls, plain: Ranking, ranking: Ranking) -> _Columns:
+        hits = {"base": plain.base, "emcl": ranking.emcl}
         return cls(
-            order={"base": [h.index for h in plain.base], "emcl": [h.index for h in ranking.emcl]},
-            score={
-                "base": {h.index: h.score for h in plain.base},
-                "emcl": {h.index: h.score for h in ranking.emcl},
-            },
+            order={column: [h.index for h in found] for column, found in hits.items()},
+            score={column: {h.index: h.score for h in found} for column, found in hits.items()},
             rank={"base": plain.base_rank, "emcl": ranking.emcl_rank},
-            span={
-                "base": {h.index: h.span for h in plain.base},
-                "emcl": {h.index: h.span for h in ranking.emcl},
-            },
-            cosine={
-                "base": {h.index: h.cosine for h in plain.base},
-                "emcl": {h.index: h.cosine for h in ranking.emcl},
-            },
+            ranked={column: {h.index: h for h in found} for column, found in hits.items()},
         )
 
     def hits(self, snap: Snapshot, column: str, targets: set[int], top_k: int) -> list[Hit]:
@@ -158,8 +148,8 @@ class _Columns:
                 other_rank=theirs.get(p),
                 rank_change=theirs[p] - mine[p] if column == "emcl" and p in theirs else None,
                 is_target=p in targets,
-                span=self.span[column].get(p),
-                cosine=self.cosine[column].get(p),
+                span=self.ranked[column][p].span,
+                cosine=self.ranked[column][p].cosine,
             )
             for p in self.order[column][:top_k]
         ]
@@ -190,7 +180,7 @@ def _inverted_softmax(
             n_rerank,
         )
     rank = {c: {pos: r + 1 for r, pos in enumerate(order[c])} for c in order}
-    return _Columns(order, score, rank, columns.span, columns.cosine)
+    return _Columns(order, score, rank, columns.ranked)
 
 
 def qb_norm(
