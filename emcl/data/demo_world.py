@@ -165,25 +165,12 @@ def _group_offsets(count: int, motion: str, radius: float) -> list[tuple[float, 
     return [(0.0, o) if along_y else (o, 0.0) for o in offs]
 
 
-def make_spec(seed: int, index: int, video_id: str, split: str) -> ClipSpec:
-    """Draw one clip's spec from its own RNG stream (independent of other clips)."""
-    rng = np.random.default_rng([seed, index, VERSION])
-    color = str(rng.choice(list(COLORS)))
-    shape = str(rng.choice(SHAPES))
-    motions = [m for m in MOTIONS if not (m == "spin" and shape == "circle")]
-    motion = str(rng.choice(motions))
-    size = {"grow": "small", "shrink": "large"}.get(motion) or str(rng.choice(["small", "large"]))
-    count = int(rng.choice([1, 2, 3], p=[0.5, 0.3, 0.2]))
-    event = str(rng.choice(EVENTS, p=[0.25, 0.3, 0.25, 0.2]))
-    n = int(rng.integers(2 * FPS, 4 * FPS + 1))  # 2-4 s
-    event_frame = round(n * rng.uniform(0.4, 0.6)) if event != "none" else n
-    new_color = new_shape = new_size = ""
-    if event == "change":
-        new_color = str(rng.choice([c for c in COLORS if c != color]))
-    elif event == "appear":
-        new_color = str(rng.choice(list(COLORS)))
-        new_shape = str(rng.choice([s for s in SHAPES if s != shape]))
-        new_size = str(rng.choice(["small", "large"]))
+def group_path(
+    rng: np.random.Generator, count: int, motion: str, size: str
+) -> tuple[list[tuple[float, float]], tuple[float, ...]]:
+    """A group's object offsets and its path parameters (see :func:`_centre`), drawn from
+    ``rng`` so that the whole group stays inside the frame (world v2 draws its events' paths
+    the same way)."""
     rmax = RADIUS["large"] if motion in ("grow", "shrink") else RADIUS[size]
     offs = _group_offsets(count, motion, rmax)
     span_x = max(abs(dx) for dx, _ in offs) + rmax + 2
@@ -204,6 +191,29 @@ def make_spec(seed: int, index: int, video_id: str, split: str) -> ClipSpec:
         params = (cx, cy, float(rng.choice([-1, 1]) * rng.uniform(1.2, 2.2) * math.pi))
     else:
         params = (cx, cy)
+    return offs, params
+
+
+def make_spec(seed: int, index: int, video_id: str, split: str) -> ClipSpec:
+    """Draw one clip's spec from its own RNG stream (independent of other clips)."""
+    rng = np.random.default_rng([seed, index, VERSION])
+    color = str(rng.choice(list(COLORS)))
+    shape = str(rng.choice(SHAPES))
+    motions = [m for m in MOTIONS if not (m == "spin" and shape == "circle")]
+    motion = str(rng.choice(motions))
+    size = {"grow": "small", "shrink": "large"}.get(motion) or str(rng.choice(["small", "large"]))
+    count = int(rng.choice([1, 2, 3], p=[0.5, 0.3, 0.2]))
+    event = str(rng.choice(EVENTS, p=[0.25, 0.3, 0.25, 0.2]))
+    n = int(rng.integers(2 * FPS, 4 * FPS + 1))  # 2-4 s
+    event_frame = round(n * rng.uniform(0.4, 0.6)) if event != "none" else n
+    new_color = new_shape = new_size = ""
+    if event == "change":
+        new_color = str(rng.choice([c for c in COLORS if c != color]))
+    elif event == "appear":
+        new_color = str(rng.choice(list(COLORS)))
+        new_shape = str(rng.choice([s for s in SHAPES if s != shape]))
+        new_size = str(rng.choice(["small", "large"]))
+    offs, params = group_path(rng, count, motion, size)
     new_pos = (0.0, 0.0)
     if event == "appear":  # the free spot farthest from the group at the event time
         r_new = RADIUS[new_size]

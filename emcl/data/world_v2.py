@@ -111,26 +111,7 @@ def _event(rng: np.random.Generator, start: int, end: int, previous: Event | Non
             previous.color, previous.shape, previous.count, previous.motion
         ):  # fmt: skip
             break
-    rmax = v1.RADIUS["large"] if motion in ("grow", "shrink") else v1.RADIUS[size]
-    offs = v1._group_offsets(count, motion, rmax)
-    span_x = max(abs(dx) for dx, _ in offs) + rmax + 2
-    span_y = max(abs(dy) for _, dy in offs) + rmax + 2
-    lo_x, hi_x, lo_y, hi_y = span_x, SIZE - span_x, span_y, SIZE - span_y
-    cx, cy = float(rng.uniform(lo_x, hi_x)), float(rng.uniform(lo_y, hi_y))
-    travel = float(rng.uniform(0.55, 0.8))
-    if motion in ("right", "left"):
-        a, b = lo_x + (hi_x - lo_x) * (1 - travel) / 2, hi_x - (hi_x - lo_x) * (1 - travel) / 2
-        path: tuple[float, ...] = (a, b, cy) if motion == "right" else (b, a, cy)
-    elif motion in ("up", "down"):
-        a, b = lo_y + (hi_y - lo_y) * (1 - travel) / 2, hi_y - (hi_y - lo_y) * (1 - travel) / 2
-        path = (cx, b, a) if motion == "up" else (cx, a, b)
-    elif motion == "bounce":
-        base = min(hi_y, max(lo_y + 30, cy))
-        path = (cx, base, min(30.0, base - lo_y), float(rng.choice([2, 3])))
-    elif motion == "spin":
-        path = (cx, cy, float(rng.choice([-1, 1]) * rng.uniform(1.2, 2.2) * math.pi))
-    else:
-        path = (cx, cy)
+    _, path = v1.group_path(rng, count, motion, size)
     return Event(color, shape, size, count, motion, start, end, tuple(round(p, 3) for p in path))
 
 
