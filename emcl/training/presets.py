@@ -42,20 +42,24 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+# The demo's video model (v1 demo checkpoints and the world-v2 study alike): a small open_clip
+# config, 12 frames, a 2-layer temporal transformer and the EMCL layer (dropped for the base).
+DEMO_VIDEO_MODEL = ModelConfig(
+    backbone=DEMO_BACKBONE,
+    pretrained=None,
+    num_frames=12,
+    max_words=32,
+    temporal="seqTransf",
+    temporal_layers=2,
+    emcl=EMCLConfig(),
+)
+
 PRESETS: dict[str, TrainConfig] = {
     # A small open_clip config trained from scratch on the demo world (no downloads), sized so
     # both demo checkpoints train in about 20 minutes on 2 CPU cores. The data is the app's
     # demo world (emcl.paths), built on first use.
     "demo": TrainConfig(
-        model=ModelConfig(
-            backbone=DEMO_BACKBONE,
-            pretrained=None,
-            num_frames=12,
-            max_words=32,
-            temporal="seqTransf",
-            temporal_layers=2,
-            emcl=EMCLConfig(),
-        ),
+        model=DEMO_VIDEO_MODEL,
         data=str(demo_world_dir()),
         batch_size=32,
         epochs=14,
@@ -94,15 +98,7 @@ PRESETS: dict[str, TrainConfig] = {
     # groups (new modules high, backbone low); fixed step count (the last step is the model).
     # The study (python -m emcl.study) runs it per seed with and without EMCL.
     "demo-v2": TrainConfig(
-        model=ModelConfig(
-            backbone=DEMO_BACKBONE,
-            pretrained=None,
-            num_frames=12,
-            max_words=32,
-            temporal="seqTransf",
-            temporal_layers=2,
-            emcl=EMCLConfig(),
-        ),
+        model=DEMO_VIDEO_MODEL,
         data=str(cache_root() / "demo_world_v2"),
         batch_size=32,
         epochs=12,
