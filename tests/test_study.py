@@ -223,6 +223,10 @@ def test_tiny_study_end_to_end_and_resume(tmp_path):
     assert os.stat(kept).st_mtime_ns == before
     assert again["rows"]["base"] == study["rows"]["base"]
     assert again["rows"]["emcl"]["t2v"]["R1"][0] == study["rows"]["emcl"]["t2v"]["R1"][0]
+    errors = study["top1_errors"]["base"]
+    shares = errors["own_clip"] + errors["another_described_clip"] + errors["undescribed_clip"]
+    assert set(study["top1_errors"]) == {"base", "emcl"} and shares == pytest.approx(100)
+    assert errors["own_clip"] == pytest.approx(study["summary"]["base"]["t2v"]["R1"]["mean"])
 
 
 def test_base_and_emcl_of_one_seed_start_from_the_same_weights(tmp_path):

@@ -26,13 +26,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/study", help="run folder (resumable)")
     p.add_argument("--pretrained", help="pretrained backbone (default: runs/demo-pretrain/best)")
     p.add_argument("--world", help="world v2 folder (default: <cache root>/demo_world_v2)")
-    p.add_argument("--world-size", type=int, nargs=3, default=(3000, 1000, 0),
+    p.add_argument("--world-size", type=int, nargs=3, default=StudyConfig.world_size,
                    metavar=("TRAIN", "TEST", "SEED"))  # fmt: skip
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--jobs", type=int, default=1, help="fine-tunes at once (subprocesses)")
     p.add_argument("--cache", help="frame cache folder (default: <cache root>/frames)")
     p.add_argument("--json", default=str(CHECKPOINTS / "study.json"))
-    p.add_argument("--report", default=str(CHECKPOINTS / "STUDY.md"))
+    p.add_argument("--report", default=str(CHECKPOINTS / "REPORT.md"))
     p.add_argument("--max-steps", type=int, help="cap each fine-tune (smoke runs)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--val-videos", type=int)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from emcl.data import demo_world
-from emcl.paths import DEMO_WORLD_SIZE
+from emcl.paths import DEMO_WORLD, DEMO_WORLDS
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -14,15 +14,19 @@ def main(argv: list[str] | None = None) -> None:
         prog="python -m emcl world", description=demo_world.__doc__.split("\n")[0]
     )
     ap.add_argument("--out", required=True, help="output folder")
-    n_train, n_test, seed = DEMO_WORLD_SIZE  # the app's default world
-    ap.add_argument("--train", type=int, default=n_train)
-    ap.add_argument("--test", type=int, default=n_test)
-    ap.add_argument("--seed", type=int, default=seed)
+    ap.add_argument("--version", type=int, choices=sorted(DEMO_WORLDS), default=None,
+                    help="world version (2, the app's: distractors, textures, camera motion, "
+                         "multi-event clips, emcl/data/world_v2.py; 1: the first)")  # fmt: skip
+    ap.add_argument("--train", type=int, default=None, help="training clips (version default)")
+    ap.add_argument("--test", type=int, default=None, help="test clips (version default)")
+    ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--workers", type=int, default=None)
-    ap.add_argument("--version", type=int, choices=demo_world.VERSIONS, default=demo_world.VERSION,
-                    help="world version (2: distractors, textures, camera motion, multi-event "
-                         "clips; emcl/data/world_v2.py)")  # fmt: skip
     a = ap.parse_args(argv)
+    world = DEMO_WORLD if a.version is None else DEMO_WORLDS[a.version]
+    a.version = world.version
+    a.train = world.n_train if a.train is None else a.train
+    a.test = world.n_test if a.test is None else a.test
+    a.seed = world.seed if a.seed is None else a.seed
     meta = demo_world.build_world(a.out, a.train, a.test, a.seed, a.workers, progress=True,
                                   version=a.version)  # fmt: skip
     print(f"wrote {a.train} train + {a.test} test clips to {a.out} in {meta['seconds']} s "

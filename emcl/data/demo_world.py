@@ -604,8 +604,9 @@ def ensure_world(
 
 
 def ensure_demo_world(data: str | os.PathLike, progress: bool = True) -> None:
-    """Build the default demo world (the app's, at ``paths.DEMO_WORLD_SIZE``) if ``data`` is
-    its folder and it is incomplete. Any other folder is the user's dataset and is only read."""
-    world = paths.demo_world_dir()
-    if Path(data).resolve() == world.resolve():
-        ensure_world(world, *paths.DEMO_WORLD_SIZE, progress=progress)
+    """Build a demo world (one of ``paths.DEMO_WORLDS``) if ``data`` is its folder under the
+    cache root and it is incomplete. Any other folder is the user's dataset and is only read."""
+    for w in paths.DEMO_WORLDS.values():
+        folder = paths.demo_world_dir(version=w.version)
+        if Path(data).resolve() == folder.resolve():
+            ensure_world(folder, w.n_train, w.n_test, w.seed, progress, w.version)

@@ -333,10 +333,16 @@ def captions(spec: ClipSpecV2, seed: int = 0, n: int = CAPTIONS_PER_CLIP) -> lis
 
 def matches(facts: list[list], spec: ClipSpecV2) -> bool:
     """Whether ``spec`` shows the stated events in this order (a size of ``None`` is any)."""
+    return facts_match(facts, [e.fact() for e in spec.events])
+
+
+def facts_match(facts: list[list], shown: list[list]) -> bool:
+    """Whether the events ``shown`` (their facts, in order) include the stated ``facts`` in this
+    order (a stated size of ``None`` is any)."""
     position = 0
     for fact in facts:
-        while position < len(spec.events):
-            e = spec.events[position].fact()
+        while position < len(shown):
+            e = shown[position]
             position += 1
             if all(f is None or f == g for f, g in zip(fact, e, strict=True)):
                 break
@@ -509,6 +515,7 @@ __all__ = [
     "ambiguity_ceiling",
     "build_world",
     "captions",
+    "facts_match",
     "frame_concepts",
     "make_spec",
     "make_specs",

@@ -87,6 +87,7 @@ class Features:
     skipped: list[dict[str, str]]
     prior: Tensor | None
     frame_temp: float
+    video_ids: tuple[str, ...] = ()  # [Nv] the gallery's ids, row order
 
 
 def extract(
@@ -122,6 +123,7 @@ def extract(
         skipped=gallery.report.skipped,
         prior=encoder.prior,
         frame_temp=encoder.config.frame_temp,
+        video_ids=tuple(r.video_id for r in gallery.records),
     )
 
 

@@ -33,13 +33,13 @@ class Setup:
     pretrained: str | None = None
     cache_dir: Path = field(default_factory=paths.cache_root)
     device: str = "auto"
-    world_size: tuple[int, int, int] = paths.DEMO_WORLD_SIZE  # demo world: train, test, seed
+    world: paths.DemoWorld = paths.DEMO_WORLD  # the demo world built when ``data`` is None
     ann: AnnConfig | None = None  # the ANN shortlist above ann.threshold videos (None: defaults)
     log: Callable[[str], None] = field(default=print)
 
     @property
     def world_dir(self) -> Path:
-        return paths.demo_world_dir(self.cache_dir)
+        return paths.demo_world_dir(self.cache_dir, self.world.version)
 
     @property
     def data_root(self) -> Path:
@@ -70,8 +70,8 @@ def _encoder(setup: Setup, checkpoint: Path | None, emcl: bool) -> Encoder | Non
             what = "EMCL" if emcl else "base"
             raise FileNotFoundError(
                 f"no {what} checkpoint at {checkpoint}: train the demo models with "
-                "`python -m emcl train --preset demo`, or pass --checkpoint / --base-checkpoint "
-                "(or --model/--pretrained)"
+                "`python -m emcl.study` (README, Training), or pass --checkpoint / "
+                "--base-checkpoint (or --model/--pretrained)"
             )
         return Encoder(load_checkpoint(checkpoint), setup.device)
     if emcl or setup.model is None:
@@ -98,9 +98,9 @@ def load_explorer(setup: Setup) -> Explorer:
     log = setup.log
     start = time.perf_counter()
     if setup.data is None:
-        n_train, n_test, seed = setup.world_size
-        log(f"demo world ({n_train} + {n_test} clips) in {setup.world_dir}")
-        ensure_world(setup.world_dir, n_train, n_test, seed, progress=True)
+        w = setup.world
+        log(f"demo world v{w.version} ({w.n_train} + {w.n_test} clips) in {setup.world_dir}")
+        ensure_world(setup.world_dir, w.n_train, w.n_test, w.seed, True, w.version)
     records = _records(setup)
     log(f"{len(records)} videos in {setup.data_root} (split {setup.split})")
     base = _encoder(setup, setup.base_checkpoint, emcl=False)

@@ -37,7 +37,8 @@ from emcl.fileio import atomic_write_json
 from emcl.model.checkpoint import read_config
 from emcl.model.config import EMCLConfig
 from emcl.model.model import EMCLRetrievalModel
-from emcl.paths import REPO_ROOT
+from emcl.paths import DEMO_WORLDS, REPO_ROOT
+from emcl.study.errors import top1_errors, world_truth
 from emcl.study.stats import mean_std, paired_t_test
 from emcl.training.presets import PRESETS, TrainConfig
 from emcl.training.pretrain import PRETRAIN_COMMAND
@@ -60,7 +61,9 @@ class StudyConfig:
     out: str = "runs/study"
     preset: str = "demo-v2"
     pretrained: str | None = None  # default: the preset's init_from
-    world_size: tuple[int, int, int] = (3000, 1000, 0)  # train (incl. 10 % val), test, seed
+    world_size: tuple[int, int, int] = (  # world v2: train (incl. 10 % val), test, seed
+        DEMO_WORLDS[2].n_train, DEMO_WORLDS[2].n_test, DEMO_WORLDS[2].seed
+    )  # fmt: skip
     world_dir: str | None = None  # default: the preset's data folder
     device: str = "auto"
     jobs: int = 1  # fine-tunes at once (> 1: subprocesses)
@@ -217,14 +220,18 @@ def evaluate_seed(cfg: StudyConfig, seed: int) -> dict[str, Any]:
     joint_em = read_config(runs["emcl"])[0].emcl.params()
     base, joint = _on(base, device), _on(joint, device)
 
-    def row(features: Features, params, protocol: str = "emclnet") -> dict:
-        result = metrics(scores(features, params, protocol), features)
+    def row(features: Features, params, protocol: str = "emclnet", sim=None) -> dict:
+        sim = scores(features, params, protocol) if sim is None else sim
+        result = metrics(sim, features)
         return {d: result[d] for d in DIRECTIONS} | {"inverted_softmax": result["inverted_softmax"]}
 
+    sims = {"base": scores(base, None), "emcl": scores(joint, joint_em)}
+    truth = world_truth(cfg.world(), base.video_ids)
+    errors = {name: top1_errors(sim.cpu(), *truth) for name, sim in sims.items()}
     rows = {
-        "base": row(base, None),
+        "base": row(base, None, sim=sims["base"]),
         "base+emcl": row(base, EMCL_NET_DEFAULTS),
-        "emcl": row(joint, joint_em),
+        "emcl": row(joint, joint_em, sim=sims["emcl"]),
         "base(l2)": row(base, None, "inference"),
         "base+emcl(l2)": row(base, INFERENCE_MODULE_DEFAULTS, "inference"),
     }
@@ -235,7 +242,8 @@ def evaluate_seed(cfg: StudyConfig, seed: int) -> dict[str, Any]:
                   for b in BETAS]  # fmt: skip
         table2[name] = {f"{d}_R1": [p[d]["R1"] for p in points] for d in DIRECTIONS}
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
-    return {"seed": seed, "rows": rows, "table2": table2, "videos": int(base.frames.shape[0]),
+    return {"seed": seed, "rows": rows, "table2": table2, "errors": errors,
+            "videos": int(base.frames.shape[0]),
             "device": str(device), "gpu": gpu, "torch": torch.__version__}  # fmt: skip
 
 
@@ -262,8 +270,17 @@ def aggregate(per_seed: list[dict], seeds: list[int]) -> dict[str, Any]:
             per_beta = list(zip(*(r["table2"][name][f"{d}_R1"] for r in per_seed), strict=True))
             table2[f"{prefix}{d}_R1"] = [mean_std(list(v))[0] for v in per_beta]
             table2[f"{prefix}{d}_R1_std"] = [mean_std(list(v))[1] for v in per_beta]
+    errors: dict[str, Any] = {}
+    if all("errors" in r for r in per_seed):  # evaluations written before errors existed lack it
+        for name in per_seed[0]["errors"]:
+            e = [r["errors"][name] for r in per_seed]
+            shares = {k: mean_std([x[k] for x in e])[0] for k in e[0] if k != "wrong_per_miss"}
+            wrong = {a: mean_std([x["wrong_per_miss"][a] for x in e])[0]
+                     for a in e[0]["wrong_per_miss"]}  # fmt: skip
+            errors[name] = shares | {"wrong_per_miss": wrong}
     return {"seeds": seeds, "rows": rows, "summary": summary, "p_values": p_values,
-            "t_values": t_values, "compared_with": COMPARED, "table2": table2}  # fmt: skip
+            "t_values": t_values, "compared_with": COMPARED, "table2": table2,
+            "top1_errors": errors}  # fmt: skip
 
 
 def _shown(path: Path) -> str:

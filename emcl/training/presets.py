@@ -55,12 +55,12 @@ DEMO_VIDEO_MODEL = ModelConfig(
 )
 
 PRESETS: dict[str, TrainConfig] = {
-    # A small open_clip config trained from scratch on the demo world (no downloads), sized so
-    # both demo checkpoints train in about 20 minutes on 2 CPU cores. The data is the app's
-    # demo world (emcl.paths), built on first use.
+    # A small open_clip config trained from scratch on world v1 (no downloads): the recipe of
+    # the first demo checkpoints, kept to reproduce them; about 20 minutes for both on 2 CPU
+    # cores. The world is built on first use.
     "demo": TrainConfig(
         model=DEMO_VIDEO_MODEL,
-        data=str(demo_world_dir()),
+        data=str(demo_world_dir(version=1)),
         batch_size=32,
         epochs=14,
         lr_backbone=1e-3,
@@ -99,7 +99,7 @@ PRESETS: dict[str, TrainConfig] = {
     # The study (python -m emcl.study) runs it per seed with and without EMCL.
     "demo-v2": TrainConfig(
         model=DEMO_VIDEO_MODEL,
-        data=str(cache_root() / "demo_world_v2"),
+        data=str(demo_world_dir(version=2)),
         batch_size=32,
         epochs=12,
         lr_backbone=1e-4,
