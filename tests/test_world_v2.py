@@ -152,6 +152,33 @@ def test_pretraining_pairs_name_what_the_frame_shows_and_are_not_world_clips():
     assert np.array_equal(frames, again) and phrases == phrases_again
 
 
+def test_a_test_only_world_renders_a_quarter_and_grows_into_the_full_one(world, tmp_path):
+    from emcl.data.demo_world import ensure_world
+
+    part = tmp_path / "part"
+    meta = build_world(part, n_train=12, n_test=8, seed=3, workers=1, version=2, splits=("test",))
+    assert meta["splits"] == ["test"]
+    rendered = sorted(p.name for p in (part / "videos").iterdir())
+    tests = [s.video_id for s in w.make_specs(12, 8, 3) if s.split == "test"]
+    assert rendered == sorted(f"{v}.mp4" for v in tests)
+    assert world_is_complete(part, 12, 8, 3, version=2, splits=("test",))
+    assert not world_is_complete(part, 12, 8, 3, version=2)  # training videos missing
+    kept = {p.name: p.stat().st_mtime_ns for p in (part / "videos").iterdir()}
+    ensure_world(part, 12, 8, 3, version=2)  # training needs every split: renders the rest
+    assert world_is_complete(part, 12, 8, 3, version=2)
+    assert all((part / "videos" / n).stat().st_mtime_ns == t for n, t in kept.items())
+    full = sorted(p.relative_to(world) for p in world.rglob("*") if p.is_file())
+    grown = sorted(p.relative_to(part) for p in part.rglob("*") if p.is_file())
+    assert grown == full
+    for rel in full:
+        assert (part / rel).read_bytes() == (world / rel).read_bytes(), rel
+    other = build_world(part, n_train=12, n_test=8, seed=4, workers=1, version=2, splits=("test",))
+    assert other["splits"] == ["test"]  # another seed: nothing of the old world is reused
+    assert (part / "videos" / "video12.mp4").read_bytes() != (
+        world / "videos" / "video12.mp4"
+    ).read_bytes()
+
+
 def test_unknown_world_version_is_refused(tmp_path):
     with pytest.raises(ValueError, match="world version must be one of"):
         build_world(tmp_path, 2, 2, version=3)

@@ -524,19 +524,21 @@ def build_world(
     workers: int | None = None,
     progress: bool = False,
     version: int = VERSION,
+    splits: tuple[str, ...] = ("test", "train"),
 ) -> dict[str, object]:
     """Generate the world under ``out`` and return its parameters (also saved as world.json).
 
     Videos are rendered in ``workers`` processes (default: all CPUs); annotation files are
     written last, so a world with ``world.json`` present is complete. ``version=2`` builds
-    world v2 (emcl/data/world_v2.py); 1, the default, is this module's world.
+    world v2 (emcl/data/world_v2.py), with only the videos of ``splits``; 1, the default, is
+    this module's world, always whole.
     """
     if version not in VERSIONS:
         raise ValueError(f"world version must be one of {VERSIONS}, got {version!r}")
     if version == 2:
         from emcl.data import world_v2
 
-        return world_v2.build_world(out, n_train, n_test, seed, workers, progress)
+        return world_v2.build_world(out, n_train, n_test, seed, workers, progress, splits)
     t0 = time.perf_counter()
     out = Path(out)
     videos = out / "videos"
@@ -579,15 +581,18 @@ def world_is_complete(
     n_test: int = 1000,
     seed: int = 0,
     version: int = VERSION,
+    splits: tuple[str, ...] = ("test", "train"),
 ) -> bool:
-    """Whether ``out`` holds a finished world built with these parameters."""
+    """Whether ``out`` holds a finished world built with these parameters and the videos of
+    ``splits`` (a world.json without "splits" has every split's)."""
     try:
         meta = json.loads((Path(out) / "world.json").read_text())
     except (OSError, ValueError):
         return False
-    return (meta.get("version"), meta.get("seed"), meta.get("n_train"), meta.get("n_test")) == (
+    same = (meta.get("version"), meta.get("seed"), meta.get("n_train"), meta.get("n_test")) == (
         version, seed, n_train, n_test,
     )  # fmt: skip
+    return same and set(splits) <= set(meta.get("splits", ("test", "train")))
 
 
 def ensure_world(
@@ -597,10 +602,12 @@ def ensure_world(
     seed: int,
     progress: bool = False,
     version: int = VERSION,
+    splits: tuple[str, ...] = ("test", "train"),
 ) -> None:
-    """Build the world under ``root`` unless a finished one with these parameters is there."""
-    if not world_is_complete(root, n_train, n_test, seed, version):
-        build_world(root, n_train, n_test, seed, progress=progress, version=version)
+    """Build the world under ``root`` unless a finished one with these parameters and the videos
+    of ``splits`` is there (v2 renders only the missing splits' videos; v1 renders all)."""
+    if not world_is_complete(root, n_train, n_test, seed, version, splits):
+        build_world(root, n_train, n_test, seed, progress=progress, version=version, splits=splits)
 
 
 def ensure_demo_world(data: str | os.PathLike, progress: bool = True) -> None:

@@ -25,6 +25,7 @@ group that frame shows.
 from __future__ import annotations
 
 import functools
+import json
 import math
 import multiprocessing as mp
 import os
@@ -41,6 +42,7 @@ from emcl.video.writing import write_video
 
 VERSION = 2
 SIZE, FPS, SAMPLER_FRAMES, CAPTIONS_PER_CLIP = v1.SIZE, v1.FPS, v1.SAMPLER_FRAMES, 6
+SPLITS = ("test", "train")  # the splits whose videos a world can hold (world.json "splits")
 DISTRACTOR_RADIUS = (5.0, 8.0)  # below v1's "small" (10 px): never a captioned size
 TEXTURES = ("stripes", "checks", "dots")
 PRETRAIN_STREAM = 1  # RNG stream of the pretraining clips (0: the world's clips)
@@ -434,22 +436,32 @@ def build_world(
     seed: int = 0,
     workers: int | None = None,
     progress: bool = False,
+    splits: tuple[str, ...] = SPLITS,
 ) -> dict[str, object]:
-    """Generate the v2 world under ``out``; ``world.json`` (written last) records the parameters
-    and the test split's ambiguity ceiling."""
+    """Generate the v2 world under ``out``; ``world.json`` (written last) records the parameters,
+    the splits whose videos are rendered and the test split's ambiguity ceiling.
+
+    Every annotation file is always written; videos only for ``splits`` (the app needs only the
+    test split's, a quarter of the rendering). Videos already rendered for a world with the same
+    parameters are kept, so a test-only world grows into a full one by rendering the rest."""
     t0 = time.perf_counter()
     out = Path(out)
     videos = out / "videos"
     videos.mkdir(parents=True, exist_ok=True)
+    params = {"version": VERSION, "seed": seed, "n_train": n_train, "n_test": n_test}
+    previous = _read_meta(out)
+    same = all(previous.get(k) == v for k, v in params.items())
+    rendered = set(previous.get("splits", SPLITS)) if same else set()
     (out / "world.json").unlink(missing_ok=True)
     specs = make_specs(n_train, n_test, seed)
-    workers = max(1, min(workers or os.cpu_count() or 1, len(specs)))
-    jobs = [(specs[i : i + 16], str(videos)) for i in range(0, len(specs), 16)]
+    todo = [s for s in specs if s.split in splits and s.split not in rendered]
+    workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
+    jobs = [(todo[i : i + 16], str(videos)) for i in range(0, len(todo), 16)]
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(specs), desc="demo world v2", unit="clip")
+        bar = tqdm(total=len(todo), desc="demo world v2", unit="clip")
     if workers == 1:
         for job in jobs:
             _render_many(job)
@@ -464,11 +476,19 @@ def build_world(
             atomic_write(out / name, content)
         else:
             v1._dump(content, out / name)
-    meta = {"version": VERSION, "seed": seed, "n_train": n_train, "n_test": n_test,
-            "size": SIZE, "fps": FPS, "sampler_frames": SAMPLER_FRAMES,
-            "ceiling_t2v_R1": round(test_ceiling(specs, seed), 2) if n_test else None}  # fmt: skip
+    ceiling = round(test_ceiling(specs, seed), 2) if n_test else None
+    rendered |= set(splits)
+    meta = params | {"size": SIZE, "fps": FPS, "sampler_frames": SAMPLER_FRAMES,
+                     "splits": sorted(rendered), "ceiling_t2v_R1": ceiling}  # fmt: skip
     v1._dump(meta, out / "world.json")
     return meta | {"seconds": round(time.perf_counter() - t0, 1), "workers": workers}
+
+
+def _read_meta(out: Path) -> dict:
+    try:
+        return json.loads((out / "world.json").read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 # ---------------------------------------------------------------------------- pretraining corpus

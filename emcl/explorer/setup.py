@@ -100,7 +100,8 @@ def load_explorer(setup: Setup) -> Explorer:
     if setup.data is None:
         w = setup.world
         log(f"demo world v{w.version} ({w.n_train} + {w.n_test} clips) in {setup.world_dir}")
-        ensure_world(setup.world_dir, w.n_train, w.n_test, w.seed, True, w.version)
+        splits = (setup.split,) if setup.split in ("train", "test") else ("test", "train")
+        ensure_world(setup.world_dir, w.n_train, w.n_test, w.seed, True, w.version, splits)
     records = _records(setup)
     log(f"{len(records)} videos in {setup.data_root} (split {setup.split})")
     base = _encoder(setup, setup.base_checkpoint, emcl=False)
