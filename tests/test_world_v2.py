@@ -182,3 +182,21 @@ def test_a_test_only_world_renders_a_quarter_and_grows_into_the_full_one(world, 
 def test_unknown_world_version_is_refused(tmp_path):
     with pytest.raises(ValueError, match="world version must be one of"):
         build_world(tmp_path, 2, 2, version=3)
+
+
+def test_commands_build_only_the_demo_videos_they_read(tmp_path, monkeypatch):
+    from emcl import paths
+    from emcl.data.demo_world import ensure_demo_world, video_splits
+
+    assert video_splits("test") == ("test",) and video_splits("val") == ("train",)
+    assert video_splits("trainval") == ("train",) and video_splits("all") == ("test", "train")
+    monkeypatch.setenv(paths.CACHE_ENV, str(tmp_path))
+    monkeypatch.setitem(paths.DEMO_WORLDS, 2, paths.DemoWorld(12, 8, 3, version=2))
+    folder = paths.demo_world_dir(version=2)
+    ensure_demo_world(folder, progress=False, split="test")  # evaluation, the app
+    assert len(list((folder / "videos").iterdir())) == 8
+    ensure_demo_world(folder, progress=False, split="trainval")  # training
+    assert len(list((folder / "videos").iterdir())) == 20
+    assert world_is_complete(folder, 12, 8, 3, version=2)
+    ensure_demo_world(tmp_path / "mine", progress=False)  # a user's folder is only read
+    assert not (tmp_path / "mine").exists()

@@ -610,10 +610,18 @@ def ensure_world(
         build_world(root, n_train, n_test, seed, progress=progress, version=version, splits=splits)
 
 
-def ensure_demo_world(data: str | os.PathLike, progress: bool = True) -> None:
-    """Build a demo world (one of ``paths.DEMO_WORLDS``) if ``data`` is its folder under the
-    cache root and it is incomplete. Any other folder is the user's dataset and is only read."""
+def video_splits(split: str) -> tuple[str, ...]:
+    """The world splits whose videos a dataset split reads (emcl.data.datasets.Split): the test
+    clips, the training clips (train, val, trainval) or both (all)."""
+    return {"test": ("test",), "all": ("test", "train")}.get(split, ("train",))
+
+
+def ensure_demo_world(data: str | os.PathLike, progress: bool = True, split: str = "all") -> None:
+    """Build a demo world (one of ``paths.DEMO_WORLDS``) with the videos ``split`` reads if
+    ``data`` is its folder under the cache root and they are missing. Any other folder is the
+    user's dataset and is only read."""
     for w in paths.DEMO_WORLDS.values():
         folder = paths.demo_world_dir(version=w.version)
         if Path(data).resolve() == folder.resolve():
-            ensure_world(folder, w.n_train, w.n_test, w.seed, progress, w.version)
+            ensure_world(folder, w.n_train, w.n_test, w.seed, progress, w.version,
+                         video_splits(split))  # fmt: skip

@@ -184,7 +184,7 @@ def evaluate(
     """
     t0 = time.perf_counter()
     cache_dir = Path(cache_dir) if cache_dir is not None else features_dir()
-    ensure_demo_world(cfg.data, progress=progress)  # the app's demo world: built if missing
+    ensure_demo_world(cfg.data, progress, cfg.split)  # the app's demo world: built if missing
     base = extract(cfg.base_checkpoint, cfg.data, cfg.split, cache_dir, device, progress)
     joint = extract(cfg.checkpoint, cfg.data, cfg.split, cache_dir, device, progress)
     if joint.prior is None:

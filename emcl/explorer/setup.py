@@ -9,7 +9,7 @@ from pathlib import Path
 
 from emcl import paths
 from emcl.data.datasets import VideoRecord, read_dataset, read_folder
-from emcl.data.demo_world import ensure_world
+from emcl.data.demo_world import ensure_world, video_splits
 from emcl.data.gallery import build_gallery
 from emcl.data.ground_truth import GroundTruth
 from emcl.explorer.service import Explorer
@@ -100,7 +100,7 @@ def load_explorer(setup: Setup) -> Explorer:
     if setup.data is None:
         w = setup.world
         log(f"demo world v{w.version} ({w.n_train} + {w.n_test} clips) in {setup.world_dir}")
-        splits = (setup.split,) if setup.split in ("train", "test") else ("test", "train")
+        splits = video_splits(setup.split)
         ensure_world(setup.world_dir, w.n_train, w.n_test, w.seed, True, w.version, splits)
     records = _records(setup)
     log(f"{len(records)} videos in {setup.data_root} (split {setup.split})")

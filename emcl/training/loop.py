@@ -185,7 +185,7 @@ def _load_splits(
     if cfg.corpus:  # pretraining: the corpus is rendered in memory by every rank
         return corpus_splits(model, cfg)
     if d.main:
-        ensure_demo_world(cfg.data, progress=show)
+        ensure_demo_world(cfg.data, show, "trainval")
         train_split = load_split(model, cfg.data, "train", cache_dir, progress=show)
         val_split = load_split(model, cfg.data, "val", cache_dir, cfg.val_videos, progress=show)
     if d.world > 1:
