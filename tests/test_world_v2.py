@@ -38,6 +38,14 @@ def test_same_seed_same_bytes_and_the_msrvtt_layout(world, tmp_path):
     assert len(read_msrvtt(world, "trainval")) == 12
 
 
+def test_the_test_split_reads_each_clips_whole_first_caption(world):
+    """Captions with commas ("a ..., then b ...") are quoted in the CSV, not cut at the comma."""
+    specs = {s.video_id: s for s in w.make_specs(12, 8, 3)}
+    test = read_msrvtt(world, "test")
+    assert [r.captions[0] for r in test] == [w.captions(specs[r.video_id], 3)[0][0] for r in test]
+    assert sum("," in r.captions[0] for r in test) >= 2  # the case that was cut before
+
+
 def test_every_caption_states_facts_its_clip_shows_and_names_only_those(world):
     facts = json.loads((world / "caption_facts.json").read_text())
     clips = json.loads((world / "frame_concepts.json").read_text())["clips"]

@@ -467,9 +467,12 @@ def _dump(obj: object, path: Path) -> None:
     atomic_write_json(path, obj, sort_keys=True, indent=None, separators=(",", ":"))
 
 
-def annotations(specs: list[ClipSpec], seed: int) -> dict[str, object]:
-    """The annotation files' contents: file name -> JSON object or CSV text."""
-    caps = {s.video_id: captions(s, seed) for s in specs}
+def msrvtt_files(
+    specs: list, captions_of: dict[str, list[str]], seed: int, version: int
+) -> dict[str, object]:
+    """The MSR-VTT layout's three files for a world (any version): ``MSRVTT_data.json`` with
+    every caption, the training list, and the test CSV with each test clip's first caption
+    (written by the csv module, so captions holding commas are quoted)."""
     videos = [
         {"video_id": s.video_id, "id": i, "split": s.split, "category": 0,
          "url": "", "start time": 0.0, "end time": round(s.num_frames / FPS, 3)}
@@ -477,10 +480,10 @@ def annotations(specs: list[ClipSpec], seed: int) -> dict[str, object]:
     ]  # fmt: skip
     sentences, k = [], 0
     for s in specs:
-        for c in caps[s.video_id]:
+        for c in captions_of[s.video_id]:
             sentences.append({"video_id": s.video_id, "caption": c, "sen_id": k})
             k += 1
-    data = {"info": {"description": f"EMCL Explorer demo world v{VERSION}, seed {seed}"},
+    data = {"info": {"description": f"EMCL Explorer demo world v{version}, seed {seed}"},
             "videos": videos, "sentences": sentences}  # fmt: skip
     train_csv = io.StringIO()
     w = csv.writer(train_csv, lineterminator="\n")
@@ -491,7 +494,17 @@ def annotations(specs: list[ClipSpec], seed: int) -> dict[str, object]:
     w.writerow(["key", "vid_key", "video_id", "sentence"])
     tests = [s for s in specs if s.split == "test"]
     for j, s in enumerate(tests):
-        w.writerow([f"ret{j}", f"msr{s.video_id[5:]}", s.video_id, caps[s.video_id][0]])
+        w.writerow([f"ret{j}", f"msr{s.video_id[5:]}", s.video_id, captions_of[s.video_id][0]])
+    return {
+        "MSRVTT_data.json": data,
+        "MSRVTT_train.9k.csv": train_csv.getvalue(),
+        "MSRVTT_JSFUSION_test.csv": test_csv.getvalue(),
+    }
+
+
+def annotations(specs: list[ClipSpec], seed: int) -> dict[str, object]:
+    """The annotation files' contents: file name -> JSON object or CSV text."""
+    caps = {s.video_id: captions(s, seed) for s in specs}
     clips = {}
     for s in specs:
         idx = uniform_indices(s.num_frames, SAMPLER_FRAMES)
@@ -507,10 +520,7 @@ def annotations(specs: list[ClipSpec], seed: int) -> dict[str, object]:
         "fps": FPS,
         "clips": clips,
     }  # fmt: skip
-    return {
-        "MSRVTT_data.json": data,
-        "MSRVTT_train.9k.csv": train_csv.getvalue(),
-        "MSRVTT_JSFUSION_test.csv": test_csv.getvalue(),
+    return msrvtt_files(specs, caps, seed, VERSION) | {
         "frame_concepts.json": concepts,
         "lexicon.json": dict(sorted(LEXICON.items())),
     }

@@ -376,24 +376,6 @@ def ambiguity_ceiling(specs: list[ClipSpecV2], facts: list[list[list]]) -> float
 def annotations(specs: list[ClipSpecV2], seed: int) -> dict[str, object]:
     """The annotation files' contents (v1's files plus ``caption_facts.json``)."""
     caps = {s.video_id: captions(s, seed) for s in specs}
-    videos = [
-        {"video_id": s.video_id, "id": i, "split": s.split, "category": 0,
-         "url": "", "start time": 0.0, "end time": round(s.num_frames / FPS, 3)}
-        for i, s in enumerate(specs)
-    ]  # fmt: skip
-    sentences, k = [], 0
-    for s in specs:
-        for c, _ in caps[s.video_id]:
-            sentences.append({"video_id": s.video_id, "caption": c, "sen_id": k})
-            k += 1
-    data = {"info": {"description": f"EMCL Explorer demo world v{VERSION}, seed {seed}"},
-            "videos": videos, "sentences": sentences}  # fmt: skip
-    train_csv = "video_id\n" + "".join(f"{s.video_id}\n" for s in specs if s.split == "train")
-    tests = [s for s in specs if s.split == "test"]
-    test_csv = "key,vid_key,video_id,sentence\n" + "".join(
-        f"ret{j},msr{s.video_id[5:]},{s.video_id},{caps[s.video_id][0][0]}\n"
-        for j, s in enumerate(tests)
-    )
     clips = {}
     for s in specs:
         idx = uniform_indices(s.num_frames, SAMPLER_FRAMES)
@@ -413,10 +395,8 @@ def annotations(specs: list[ClipSpecV2], seed: int) -> dict[str, object]:
         "clips": clips,
     }  # fmt: skip
     facts = {s.video_id: [f for _, f in caps[s.video_id]] for s in specs}
-    return {
-        "MSRVTT_data.json": data,
-        "MSRVTT_train.9k.csv": train_csv,
-        "MSRVTT_JSFUSION_test.csv": test_csv,
+    caption_texts = {v: [c for c, _ in pairs] for v, pairs in caps.items()}
+    return v1.msrvtt_files(specs, caption_texts, seed, VERSION) | {
         "frame_concepts.json": concepts,
         "caption_facts.json": facts,
         "lexicon.json": dict(sorted(v1.LEXICON.items())),
