@@ -9,6 +9,7 @@ bytes, text and JSON go through :func:`atomic_write` and :func:`atomic_write_jso
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -59,4 +60,13 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, **dump_options: Any) ->
     atomic_write(path, json.dumps(obj, **dump_options) + "\n")
 
 
-__all__ = ["atomic_output", "atomic_write", "atomic_write_json"]
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes, read in 16 MiB blocks (index files can be gigabytes)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 24):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+__all__ = ["atomic_output", "atomic_write", "atomic_write_json", "file_sha256"]

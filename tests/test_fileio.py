@@ -91,3 +91,14 @@ def test_atomic_output_removes_its_temp_on_error(tmp_path, error):
     assert not seen.exists()
     assert path.read_bytes() == b"old"
     assert names(tmp_path) == ["clip.mp4"]
+
+
+def test_file_sha256_is_the_digest_of_the_bytes(tmp_path):
+    import hashlib
+
+    from emcl.fileio import file_sha256
+
+    path = tmp_path / "blob"
+    data = bytes(range(256)) * 70_000  # 17.9 MB: two 16 MiB read blocks
+    path.write_bytes(data)
+    assert file_sha256(path) == hashlib.sha256(data).hexdigest()

@@ -44,6 +44,7 @@ from emcl.video.writing import write_video
 
 VERSION = 1  # this module's world; v2 is emcl/data/world_v2.py
 VERSIONS = (1, 2)
+VIDEO_SPLITS = ("test", "train")  # the splits whose videos a world can hold (world.json "splits")
 SIZE = 128  # canvas side (px)
 FPS = 12
 SAMPLER_FRAMES = 12  # frame_concepts.json describes uniform_indices(n, 12)
@@ -534,7 +535,7 @@ def build_world(
     workers: int | None = None,
     progress: bool = False,
     version: int = VERSION,
-    splits: tuple[str, ...] = ("test", "train"),
+    splits: tuple[str, ...] = VIDEO_SPLITS,
 ) -> dict[str, object]:
     """Generate the world under ``out`` and return its parameters (also saved as world.json).
 
@@ -591,18 +592,31 @@ def world_is_complete(
     n_test: int = 1000,
     seed: int = 0,
     version: int = VERSION,
-    splits: tuple[str, ...] = ("test", "train"),
+    splits: tuple[str, ...] = VIDEO_SPLITS,
 ) -> bool:
     """Whether ``out`` holds a finished world built with these parameters and the videos of
-    ``splits`` (a world.json without "splits" has every split's)."""
+    ``splits``."""
+    meta = world_meta(out)
+    return built_with(meta, n_train, n_test, seed, version) and set(splits) <= rendered_splits(meta)
+
+
+def world_meta(out: str | os.PathLike) -> dict:
+    """The world's ``world.json`` ({} when missing or unreadable: no finished world there)."""
     try:
-        meta = json.loads((Path(out) / "world.json").read_text())
+        return json.loads((Path(out) / "world.json").read_text())
     except (OSError, ValueError):
-        return False
-    same = (meta.get("version"), meta.get("seed"), meta.get("n_train"), meta.get("n_test")) == (
-        version, seed, n_train, n_test,
-    )  # fmt: skip
-    return same and set(splits) <= set(meta.get("splits", ("test", "train")))
+        return {}
+
+
+def built_with(meta: dict, n_train: int, n_test: int, seed: int, version: int) -> bool:
+    """Whether a world.json describes a world with these parameters."""
+    found = (meta.get("version"), meta.get("seed"), meta.get("n_train"), meta.get("n_test"))
+    return found == (version, seed, n_train, n_test)
+
+
+def rendered_splits(meta: dict) -> set[str]:
+    """The splits whose videos a world.json says are there (one without "splits": every split)."""
+    return set(meta.get("splits", VIDEO_SPLITS))
 
 
 def ensure_world(
@@ -612,7 +626,7 @@ def ensure_world(
     seed: int,
     progress: bool = False,
     version: int = VERSION,
-    splits: tuple[str, ...] = ("test", "train"),
+    splits: tuple[str, ...] = VIDEO_SPLITS,
 ) -> None:
     """Build the world under ``root`` unless a finished one with these parameters and the videos
     of ``splits`` is there (v2 renders only the missing splits' videos; v1 renders all)."""
@@ -623,7 +637,7 @@ def ensure_world(
 def video_splits(split: str) -> tuple[str, ...]:
     """The world splits whose videos a dataset split reads (emcl.data.datasets.Split): the test
     clips, the training clips (train, val, trainval) or both (all)."""
-    return {"test": ("test",), "all": ("test", "train")}.get(split, ("train",))
+    return {"test": ("test",), "all": VIDEO_SPLITS}.get(split, ("train",))
 
 
 def ensure_demo_world(data: str | os.PathLike, progress: bool = True, split: str = "all") -> None:

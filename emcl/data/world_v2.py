@@ -25,7 +25,6 @@ group that frame shows.
 from __future__ import annotations
 
 import functools
-import json
 import math
 import multiprocessing as mp
 import os
@@ -42,7 +41,6 @@ from emcl.video.writing import write_video
 
 VERSION = 2
 SIZE, FPS, SAMPLER_FRAMES, CAPTIONS_PER_CLIP = v1.SIZE, v1.FPS, v1.SAMPLER_FRAMES, 6
-SPLITS = ("test", "train")  # the splits whose videos a world can hold (world.json "splits")
 DISTRACTOR_RADIUS = (5.0, 8.0)  # below v1's "small" (10 px): never a captioned size
 TEXTURES = ("stripes", "checks", "dots")
 PRETRAIN_STREAM = 1  # RNG stream of the pretraining clips (0: the world's clips)
@@ -416,7 +414,7 @@ def build_world(
     seed: int = 0,
     workers: int | None = None,
     progress: bool = False,
-    splits: tuple[str, ...] = SPLITS,
+    splits: tuple[str, ...] = v1.VIDEO_SPLITS,
 ) -> dict[str, object]:
     """Generate the v2 world under ``out``; ``world.json`` (written last) records the parameters,
     the splits whose videos are rendered and the test split's ambiguity ceiling.
@@ -428,10 +426,9 @@ def build_world(
     out = Path(out)
     videos = out / "videos"
     videos.mkdir(parents=True, exist_ok=True)
-    params = {"version": VERSION, "seed": seed, "n_train": n_train, "n_test": n_test}
-    previous = _read_meta(out)
-    same = all(previous.get(k) == v for k, v in params.items())
-    rendered = set(previous.get("splits", SPLITS)) if same else set()
+    previous = v1.world_meta(out)
+    same = v1.built_with(previous, n_train, n_test, seed, VERSION)
+    rendered = v1.rendered_splits(previous) if same else set()
     (out / "world.json").unlink(missing_ok=True)
     specs = make_specs(n_train, n_test, seed)
     todo = [s for s in specs if s.split in splits and s.split not in rendered]
@@ -458,17 +455,11 @@ def build_world(
             v1._dump(content, out / name)
     ceiling = round(test_ceiling(specs, seed), 2) if n_test else None
     rendered |= set(splits)
-    meta = params | {"size": SIZE, "fps": FPS, "sampler_frames": SAMPLER_FRAMES,
-                     "splits": sorted(rendered), "ceiling_t2v_R1": ceiling}  # fmt: skip
+    meta = {"version": VERSION, "seed": seed, "n_train": n_train, "n_test": n_test,
+            "size": SIZE, "fps": FPS, "sampler_frames": SAMPLER_FRAMES,
+            "splits": sorted(rendered), "ceiling_t2v_R1": ceiling}  # fmt: skip
     v1._dump(meta, out / "world.json")
     return meta | {"seconds": round(time.perf_counter() - t0, 1), "workers": workers}
-
-
-def _read_meta(out: Path) -> dict:
-    try:
-        return json.loads((out / "world.json").read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 # ---------------------------------------------------------------------------- pretraining corpus

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from emcl.fileio import atomic_output, atomic_write_json
+from emcl.fileio import atomic_output, atomic_write_json, file_sha256
 
 ANN_THRESHOLD = 50_000  # videos; below it exact search is as fast (bench/scale_bench.py)
 ANN_FORMAT = 1
@@ -128,14 +128,6 @@ def _fp32(rows: Tensor) -> np.ndarray:
     return np.ascontiguousarray(rows.detach().cpu().float().numpy())
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 24):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def sidecar(path: Path) -> Path:
     """The JSON that describes the index file ``path``."""
     return path.with_suffix(".json")
@@ -151,7 +143,7 @@ def save_ann(ann: AnnIndex, path: str | os.PathLike) -> None:
         faiss.write_index(ann.index, str(tmp))
     meta = {
         "format": ANN_FORMAT,
-        "sha256": _file_sha256(path),
+        "sha256": file_sha256(path),
         "bytes": path.stat().st_size,
         "fingerprint": ann.fingerprint,
         "count": len(ann),
@@ -183,7 +175,7 @@ def load_ann(
         raise AnnIndexError(f"{path.name}: built with other settings {meta.get('build')}")
     if not path.is_file():
         raise AnnIndexError(f"{path.name}: the index file is missing")
-    if path.stat().st_size != meta.get("bytes") or _file_sha256(path) != meta.get("sha256"):
+    if path.stat().st_size != meta.get("bytes") or file_sha256(path) != meta.get("sha256"):
         raise AnnIndexError(f"{path.name}: checksum mismatch (truncated or replaced)")
     try:
         index = faiss.read_index(str(path))

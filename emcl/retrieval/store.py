@@ -16,7 +16,6 @@ is not the one the index was built with. A damaged ANN file is rebuilt from the 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shlex
@@ -29,7 +28,7 @@ import numpy as np
 import torch
 
 from emcl.data.embeddings_io import EmbeddingTable, Span
-from emcl.fileio import atomic_output, atomic_write_json
+from emcl.fileio import atomic_output, atomic_write_json, file_sha256
 from emcl.retrieval.ann import AnnConfig, sidecar
 from emcl.retrieval.index import GalleryIndex
 from emcl.retrieval.ranking import ItemMap
@@ -82,14 +81,6 @@ class ModelSpec:
         return Encoder(EMCLRetrievalModel(config).eval(), device)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 24):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def write_index(
     folder: str | os.PathLike,
     table: EmbeddingTable,
@@ -117,7 +108,7 @@ def write_index(
         "source": source,
         "count": len(table),
         "dim": table.dim,
-        "sha256": {name: _sha256(folder / name) for name in (EMBEDDINGS, ROWS)},
+        "sha256": {name: file_sha256(folder / name) for name in (EMBEDDINGS, ROWS)},
         "ann_threshold": ann.threshold,
         "command": shlex.join(command),
     }
@@ -214,7 +205,7 @@ def open_index(folder: str | os.PathLike) -> StoredIndex:
         path = folder / name
         if not path.is_file():
             raise _refuse(folder, f"{path} is missing", command)
-        if _sha256(path) != checksums.get(name):
+        if file_sha256(path) != checksums.get(name):
             raise _refuse(
                 folder, f"{path} does not match its checksum (truncated or replaced)", command
             )

@@ -33,6 +33,50 @@ def _seconds(value: float | None) -> str:
     return f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"
 
 
+def _errors_section(errors: dict[str, Any]) -> list[str]:
+    """Where the top-1 clips come from and what they get wrong (emcl/study/errors.py)."""
+    if not errors:
+        return []
+    lines = ["", "## What the top-1 gets wrong (t2v, test split, mean over seeds)", "",
+             "Where the top-1 clip of each test caption comes from, and for the clips the "
+             "caption does not describe, how many of its stated events per caption the "
+             "clip gets wrong in each attribute (its closest event compared; "
+             "emcl/study/errors.py).", "",
+             "| model | own clip | another clip it describes | a clip it does not describe "
+             "| " + " | ".join(f"wrong {a}" for a in ATTRIBUTES) + " |",
+             "|---|---|---|---|" + "---|" * len(ATTRIBUTES)]  # fmt: skip
+    for name, e in errors.items():
+        wrong = " | ".join(f"{e['wrong_per_miss'][a]:.2f}" for a in ATTRIBUTES)
+        lines.append(f"| {LABELS.get(name, name)} | {e['own_clip']:.1f} % | "
+                     f"{e['another_described_clip']:.1f} % | {e['undescribed_clip']:.1f} % | "
+                     f"{wrong} |")  # fmt: skip
+    return lines
+
+
+def _times_section(study: dict[str, Any]) -> list[str]:
+    """What each part of the study took, and where it ran."""
+    sec = study["seconds"]
+    device = study["device"]
+    finetunes = sec["finetune"]
+    return [
+        "",
+        "## Times",
+        "",
+        f"Device: fine-tunes on `{device['finetune']}`, evaluation on "
+        f"`{', '.join(device['evaluation'])}`; {study.get('jobs', 1)} fine-tune(s) at a time.",
+        "",
+        f"- pretraining: {_seconds(sec['pretrain'])}",
+        f"- world build (this run; 0 if it existed): {_seconds(sec['world_build_this_run'])}",
+        "- fine-tunes (each run's own wall clock): "
+        + ", ".join(f"{k} {_seconds(v)}" for k, v in finetunes.items()),
+        f"- all fine-tunes, wall clock of this run: {_seconds(sec['finetune_wall_this_run'])}",
+        "- evaluation per seed: "
+        + ", ".join(f"{k} {_seconds(v)}" for k, v in sec["evaluate"].items()),
+        f"- the whole study command: {_seconds(sec['total_this_run'])}",
+        "",
+    ]
+
+
 def markdown(study: dict[str, Any]) -> str:
     """The report: setup, the rows with mean ± std and p-values, Table 2, the times."""
     seeds = study["seeds"]
@@ -91,41 +135,8 @@ def markdown(study: dict[str, Any]) -> str:
     columns = ("t2v_R1", "v2t_R1", "base+emcl_t2v_R1", "base+emcl_v2t_R1")
     for i, beta in enumerate(t2["beta"]):
         lines.append(f"| {beta:g} | " + " | ".join(f"{t2[c][i]:.1f}" for c in columns) + " |")
-    errors = study.get("top1_errors") or {}
-    if errors:
-        lines += ["", "## What the top-1 gets wrong (t2v, test split, mean over seeds)", "",
-                  "Where the top-1 clip of each test caption comes from, and for the clips the "
-                  "caption does not describe, how many of its stated events per caption the "
-                  "clip gets wrong in each attribute (its closest event compared; "
-                  "emcl/study/errors.py).", "",
-                  "| model | own clip | another clip it describes | a clip it does not describe "
-                  "| " + " | ".join(f"wrong {a}" for a in ATTRIBUTES) + " |",
-                  "|---|---|---|---|" + "---|" * len(ATTRIBUTES)]  # fmt: skip
-        for name, e in errors.items():
-            wrong = " | ".join(f"{e['wrong_per_miss'][a]:.2f}" for a in ATTRIBUTES)
-            lines.append(f"| {LABELS.get(name, name)} | {e['own_clip']:.1f} % | "
-                         f"{e['another_described_clip']:.1f} % | {e['undescribed_clip']:.1f} % | "
-                         f"{wrong} |")  # fmt: skip
-    sec = study["seconds"]
-    device = study["device"]
-    finetunes = sec["finetune"]
-    lines += [
-        "",
-        "## Times",
-        "",
-        f"Device: fine-tunes on `{device['finetune']}`, evaluation on "
-        f"`{', '.join(device['evaluation'])}`; {study.get('jobs', 1)} fine-tune(s) at a time.",
-        "",
-        f"- pretraining: {_seconds(sec['pretrain'])}",
-        f"- world build (this run; 0 if it existed): {_seconds(sec['world_build_this_run'])}",
-        "- fine-tunes (each run's own wall clock): "
-        + ", ".join(f"{k} {_seconds(v)}" for k, v in finetunes.items()),
-        f"- all fine-tunes, wall clock of this run: {_seconds(sec['finetune_wall_this_run'])}",
-        "- evaluation per seed: "
-        + ", ".join(f"{k} {_seconds(v)}" for k, v in sec["evaluate"].items()),
-        f"- the whole study command: {_seconds(sec['total_this_run'])}",
-        "",
-    ]
+    lines += _errors_section(study.get("top1_errors") or {})
+    lines += _times_section(study)
     if study.get("note"):
         lines += ["## Notes", "", study["note"], ""]
     return "\n".join(lines)
