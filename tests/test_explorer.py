@@ -353,7 +353,10 @@ def test_align_scores_the_pair_against_the_demo_world_ground_truth(explorer):
     assert auto is not None and 0 < auto.scored <= len(a.words)
     assert 0 <= auto.hits <= auto.scored and 0 <= auto.chance <= auto.scored
     first = explorer.align(snap.caption_video[0], snap.captions[0], INFERENCE)
-    assert first.alignment.n_subspaces <= 2  # the reference init's sign prior: two columns
+    # The reference init's sign prior merges the K columns into a few sign groups (exactly two
+    # on controlled inputs: test_subspace.py); on a trained model's large features rounding
+    # can split a group (docs/method.md §1.5), so here: fewer subspaces than K.
+    assert first.alignment.n_subspaces < INFERENCE.k
 
 
 def test_grounding_average_pools_the_test_split(explorer):
