@@ -23,7 +23,6 @@ COMMANDS = {
     "study": "the five-seed EMCL study on world v2 (emcl/cli/study.py)",
     "extract": "index video features, sharded over torchrun ranks (emcl/cli/extract.py)",
     "index": "build, query and export a search index (emcl/cli/index.py)",
-    "ship": "store a checkpoint as the app ships it: fp16 + its run records (emcl/cli/ship.py)",
 }
 
 
