@@ -6,7 +6,7 @@
     python app.py --host 0.0.0.0 --auth-file auth.txt [--allow-uploads]   # for a team
 
 Serves on 127.0.0.1:7860 unless --host/--port say otherwise; never creates a share link.
-Beyond loopback it needs --auth-file (python -m emcl.auth add USER) or an explicit --no-auth.
+Beyond loopback it needs --auth-file (python -m emcl auth add USER) or an explicit --no-auth.
 """
 
 from __future__ import annotations

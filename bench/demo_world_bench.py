@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from emcl.data.datasets import VideoRecord, read_msrvtt
-from emcl.data.demo_world import build_world
 from emcl.data.gallery import build_gallery, load_gallery
+from emcl.data.world import build_world
 from emcl.video.decoder import DecodeRequest, DecoderPool, decode_decord
 from emcl.video.probe import Limits, probe
 

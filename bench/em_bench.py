@@ -17,6 +17,7 @@ import torch
 
 from emcl.core.em import EMParams
 from emcl.core.logits import emclnet_logits, inference_module_logits
+from emcl.core.protocols import TRAINED
 from emcl.fileio import atomic_write_json
 from emcl.retrieval.blocks import similarity_matrix
 from emcl.retrieval.index import GalleryIndex
@@ -98,14 +99,14 @@ def block_protocols(
         (
             "EMCL-Net 32x32: batched",
             lambda: similarity_matrix(
-                text, frames=frames, params=params, protocol="emclnet", factorize=False
+                text, frames=frames, params=params, protocol=TRAINED, factorize=False
             ),
             emclnet_flop,
             None,
         ),
         (
             "EMCL-Net 32x32: factorised",
-            lambda: similarity_matrix(text, frames=frames, params=params, protocol="emclnet"),
+            lambda: similarity_matrix(text, frames=frames, params=params, protocol=TRAINED),
             emclnet_flop,
             factorised_flop,
         ),

@@ -59,6 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from emcl.core.em import EMCL_NET_DEFAULTS, INFERENCE_MODULE_DEFAULTS, EMParams  # noqa: E402
+from emcl.core.protocols import INFERENCE, PROTOCOLS, TRAINED  # noqa: E402
 from emcl.model.config import DEMO_BACKBONE, ModelConfig  # noqa: E402
 from emcl.model.loss import contrastive_loss  # noqa: E402
 from emcl.model.model import EMCLRetrievalModel  # noqa: E402
@@ -103,8 +104,8 @@ def parity(text: torch.Tensor, frames: torch.Tensor, device: torch.device) -> di
     params = EMParams(k=16, iters=9, lam=0.1, beta=3.0, init="data", seed=0)
     videos = frames.mean(dim=1)
     out: dict = {}
-    for protocol in ("emclnet", "inference"):
-        kwargs = {"frames": frames} if protocol == "emclnet" else {"videos": videos}
+    for protocol in PROTOCOLS:
+        kwargs = {"frames": frames} if protocol == TRAINED else {"videos": videos}
         here = similarity_matrix(text, params=params, protocol=protocol, **kwargs)
         cpu_kwargs = {key: value.cpu() for key, value in kwargs.items()}
         there = similarity_matrix(text.cpu(), params=params, protocol=protocol, **cpu_kwargs)
@@ -198,14 +199,14 @@ def em_block(model: EMCLRetrievalModel, sizes: dict, device: torch.device) -> tu
     frame_feats = torch.randn(m, frames, d, generator=gen).to(device)
     videos = frame_feats.mean(dim=1)
     report: dict = {"texts": m, "videos": m, "dim": d}
-    settings = (("emclnet", EMCL_NET_DEFAULTS), ("inference", INFERENCE_MODULE_DEFAULTS))
+    settings = ((TRAINED, EMCL_NET_DEFAULTS), (INFERENCE, INFERENCE_MODULE_DEFAULTS))
     for protocol, params in settings:
 
         def run(protocol=protocol, params=params) -> torch.Tensor:
             return similarity_matrix(
                 text,
-                videos=videos if protocol == "inference" else None,
-                frames=frame_feats if protocol == "emclnet" else None,
+                videos=videos if protocol == INFERENCE else None,
+                frames=frame_feats if protocol == TRAINED else None,
                 params=params,
                 protocol=protocol,
             )

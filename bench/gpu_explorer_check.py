@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from emcl import paths
-from emcl.data.demo_world import ensure_world
+from emcl.data.world import ensure_world
 from emcl.explorer.setup import Setup, load_explorer
 from emcl.fileio import atomic_write_json
 

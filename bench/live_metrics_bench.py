@@ -24,6 +24,7 @@ from dataclasses import replace
 import torch
 
 from emcl import paths
+from emcl.core.protocols import TRAINED
 from emcl.explorer.setup import Setup, load_explorer
 from emcl.fileio import atomic_write_json
 from emcl.retrieval.blocks import similarity_matrix
@@ -83,7 +84,7 @@ def main() -> None:
                 frames=view.frames.float(),
                 params=params,
                 prior=explorer.prior(knobs),
-                protocol="emclnet",
+                protocol=TRAINED,
                 frame_temp=view.encoder.config.frame_temp,
             )
         sync()

@@ -1,12 +1,14 @@
 """``python -m emcl <command> [options]``: the project's commands in one entry point.
 
-    python -m emcl train --preset demo --out runs/demo-emcl --export checkpoints/demo-emcl
+    python -m emcl train --preset demo-pretrain --out runs/demo-pretrain
+    python -m emcl study --seeds 5
     python -m emcl evaluate --preset demo --json runs/eval-demo.json
-    python -m emcl world --help
-    python -m emcl index query INDEX "a man is cooking"   (also: python -m emcl.index ...)
+    python -m emcl index query INDEX "a man is cooking"
+    python -m emcl auth add alice --file auth.txt
     torchrun --nproc_per_node=2 -m emcl train --preset msrvtt --data /data/msrvtt
     torchrun --nproc_per_node=2 -m emcl extract --data DIR --checkpoint checkpoints/demo-base
 
+``pip install -e .`` installs the same dispatcher as the ``emcl`` command (pyproject.toml).
 Each command is ``emcl/cli/<command>.py``'s ``main(argv)``, imported only when it runs (so one
 command's dependencies never slow down or break another).
 """
@@ -23,6 +25,8 @@ COMMANDS = {
     "study": "the five-seed EMCL study on world v2 (emcl/cli/study.py)",
     "extract": "index video features, sharded over torchrun ranks (emcl/cli/extract.py)",
     "index": "build, query and export a search index (emcl/cli/index.py)",
+    "auth": "add, remove and list the logins of a served app (emcl/cli/auth.py)",
+    "knobs": "print docs/knobs.md, the knobs' meanings (emcl/cli/knobs.py)",
 }
 
 
@@ -30,8 +34,8 @@ def usage() -> str:
     width = max(map(len, COMMANDS))
     lines = [f"  {name:<{width}}  {text}" for name, text in COMMANDS.items()]
     return "\n".join(
-        ["usage: python -m emcl <command> [options]", "", "commands:", *lines, "",
-         "python -m emcl <command> --help shows a command's options."]
+        ["usage: python -m emcl <command> [options]   (installed: emcl <command> [options])", "",
+         "commands:", *lines, "", "python -m emcl <command> --help shows a command's options."]
     )  # fmt: skip
 
 

@@ -4,23 +4,17 @@ The file holds one user per line, ``name:scrypt$<n>$<r>$<p>$<salt hex>$<hash hex
 and lines starting with ``#`` are ignored. Passwords are never stored, only their scrypt
 hashes (a 16-byte random salt per user). A login compares hashes in constant time and hashes
 even for an unknown name, so the answer time does not say which names exist; failed attempts
-per name are rate-limited (docs/reliability.md §2).
-
-    python -m emcl.auth add USER [--file auth.txt]      # asks for the password twice
-    python -m emcl.auth remove USER [--file auth.txt]
-    python -m emcl.auth list [--file auth.txt]
+per name are rate-limited (docs/reliability.md §2). The command line that edits the file is
+``python -m emcl auth`` (emcl/cli/auth.py).
 """
 
 from __future__ import annotations
 
-import argparse
-import getpass
 import hashlib
 import hmac
 import os
 import re
 import secrets
-import sys
 import threading
 import time
 from collections import deque
@@ -84,7 +78,7 @@ def read_auth_file(path: str | os.PathLike) -> dict[str, str]:
     path = Path(path)
     if not path.is_file():
         raise AuthFileError(
-            f"no password file at {path}: create one with `python -m emcl.auth add USER "
+            f"no password file at {path}: create one with `python -m emcl auth add USER "
             f"--file {path}`"
         )
     users: dict[str, str] = {}
@@ -104,13 +98,13 @@ def read_auth_file(path: str | os.PathLike) -> dict[str, str]:
             raise AuthFileError(f"{where}: {error}") from None
         users[name] = stored
     if not users:
-        raise AuthFileError(f"{path} has no users: add one with `python -m emcl.auth add USER`")
+        raise AuthFileError(f"{path} has no users: add one with `python -m emcl auth add USER`")
     return users
 
 
 def write_auth_file(path: str | os.PathLike, users: dict[str, str]) -> None:
     """Write ``users`` atomically, readable by the owner only."""
-    lines = ["# EMCL Explorer logins: user:scrypt$n$r$p$salt$hash (python -m emcl.auth)"]
+    lines = ["# EMCL Explorer logins: user:scrypt$n$r$p$salt$hash (python -m emcl auth)"]
     lines += [f"{name}:{stored}" for name, stored in sorted(users.items())]
     atomic_write(path, "\n".join(lines) + "\n")
     os.chmod(path, 0o600)
@@ -162,49 +156,6 @@ class Logins:
             self._failures.setdefault(user, deque()).append(now)
 
 
-# ---- the command line --------------------------------------------------------------------
-def _read_new_password(from_stdin: bool) -> str:
-    if from_stdin:
-        password = sys.stdin.readline().rstrip("\n")
-    else:
-        password = getpass.getpass("password: ")
-        if getpass.getpass("again: ") != password:
-            raise SystemExit("the two passwords differ; nothing changed")
-    if len(password) < MIN_PASSWORD_CHARS:
-        raise SystemExit(f"a password needs at least {MIN_PASSWORD_CHARS} characters")
-    return password
-
-
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m emcl.auth", description=__doc__.split("\n")[0])
-    ap.add_argument("command", choices=["add", "remove", "list"])
-    ap.add_argument("user", nargs="?")
-    ap.add_argument("--file", type=Path, default=DEFAULT_FILE, help="default: ./auth.txt")
-    ap.add_argument(
-        "--password-stdin", action="store_true", help="read the password from standard input"
-    )
-    args = ap.parse_args(argv)
-    try:
-        users = read_auth_file(args.file) if args.file.is_file() else {}
-    except AuthFileError as error:
-        raise SystemExit(str(error)) from None
-    if args.command == "list":
-        print("\n".join(sorted(users)) or f"no users in {args.file}")
-        return
-    if args.user is None or not NAME_PATTERN.fullmatch(args.user):
-        raise SystemExit("give a user name of 1-64 letters, digits or _ . @ -")
-    if args.command == "add":
-        verb = "changed the password of" if args.user in users else "added"
-        users[args.user] = hash_password(_read_new_password(args.password_stdin))
-    else:
-        if args.user not in users:
-            raise SystemExit(f"no user {args.user!r} in {args.file}")
-        del users[args.user]
-        verb = "removed"
-    write_auth_file(args.file, users)
-    print(f"{verb} {args.user} in {args.file} ({len(users)} user(s))")
-
-
 __all__ = [
     "AuthFileError",
     "Logins",
@@ -216,4 +167,6 @@ __all__ = [
 
 
 if __name__ == "__main__":
-    main()
+    from emcl.cli import redirect
+
+    redirect("auth", "emcl.auth")

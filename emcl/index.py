@@ -1,8 +1,6 @@
-"""``python -m emcl.index build|query|export``: the command line of emcl/cli/index.py."""
-
-import sys
-
-from emcl.cli.index import main
+"""``python -m emcl.index`` names the command's one form, ``python -m emcl index``, and exits 2."""
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from emcl.cli import redirect
+
+    redirect("index", "emcl.index")

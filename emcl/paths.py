@@ -26,7 +26,7 @@ class DemoWorld:
     n_train: int  # training clips (the last 10 % of them are the val split)
     n_test: int
     seed: int
-    version: int  # 1: emcl/data/demo_world.py, 2: emcl/data/world_v2.py
+    version: int  # 1: emcl/data/world/v1.py, 2: emcl/data/world/v2.py
 
     @property
     def folder(self) -> str:

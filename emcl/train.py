@@ -1,8 +1,6 @@
-"""``python -m emcl.train``: the same as ``python -m emcl train`` (emcl/cli/train.py)."""
-
-import sys
-
-from emcl.cli.train import main
+"""``python -m emcl.train`` names the command's one form, ``python -m emcl train``, and exits 2."""
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from emcl.cli import redirect
+
+    redirect("train", "emcl.train")

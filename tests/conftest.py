@@ -25,7 +25,7 @@ def make_clip(tmp_path: Path):
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory) -> Path:
     """A 20 train + 10 test demo world (seed 0), built once per session (~1 s)."""
-    from emcl.data.demo_world import build_world
+    from emcl.data.world import build_world
 
     out = tmp_path_factory.mktemp("tiny_world")
     build_world(out, n_train=20, n_test=10, seed=0, workers=1)
@@ -44,7 +44,7 @@ def explorer_inputs(tmp_path_factory) -> dict:
     """World, checkpoints and a warm feature cache; ``make`` builds a fresh Explorer on them."""
     import torch
 
-    from emcl.data.demo_world import build_world
+    from emcl.data.world import build_world
     from emcl.explorer.setup import Setup, load_explorer
     from emcl.model.checkpoint import save_checkpoint
     from emcl.model.config import DEMO_BACKBONE, EMCLConfig, ModelConfig

@@ -1,5 +1,5 @@
 """Logins for a served app: the password file, the scrypt check, the throttle, the command
-line, the serving flags, and a launched app that asks for a login."""
+line (python -m emcl auth), the serving flags, and a launched app that asks for a login."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pytest
 from gradio_client import Client
 
 from emcl import auth
+from emcl.__main__ import main as emcl_main
 from emcl.auth import AuthFileError, Logins, hash_password, read_auth_file, verify_password
 from ui.flags import is_loopback, parse_args, serving_from
 
@@ -58,7 +59,7 @@ def test_malformed_files_are_refused_with_the_line(tmp_path, text, message):
 
 
 def test_missing_file_and_duplicate_users_are_refused(tmp_path):
-    with pytest.raises(AuthFileError, match=r"python -m emcl\.auth add"):
+    with pytest.raises(AuthFileError, match=r"python -m emcl auth add"):
         read_auth_file(tmp_path / "none.txt")
     line = f"alice:{hash_password('password1')}\n"
     (tmp_path / "dup.txt").write_text(line + "# x\n" + line)
@@ -99,7 +100,7 @@ def test_a_flood_of_names_keeps_the_recent_failures():
 def run_cli(monkeypatch, capsys, *argv: str, password: str | None = None) -> str:
     if password is not None:
         monkeypatch.setattr("sys.stdin", io.StringIO(password + "\n"))
-    auth.main(list(argv))
+    assert emcl_main(["auth", *argv]) == 0
     return capsys.readouterr().out
 
 

@@ -250,7 +250,7 @@ def test_moving_beta_changes_the_emcl_column(page, served_app):
     assert scores(page, "emcl") != before
     assert scores(page, "base") == before  # the base column does not move
     print(f"knob change -> updated EMCL column in {elapsed * 1000:.0f} ms")
-    assert elapsed < 3.0  # the 1 s budget is measured on the 1K demo gallery (README)
+    assert elapsed < 3.0  # the 1 s budget is measured on the 1K demo gallery (docs/design.md)
     inference_row = metrics_rows(page)[1]
     explorer = served_app["explorer"]
     knobs = replace(explorer.defaults(), mode="inference", beta=20.0)  # as set on the page

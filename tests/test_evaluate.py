@@ -18,6 +18,7 @@ from emcl.cli.evaluate import main
 from emcl.core.em import EMCL_NET_DEFAULTS
 from emcl.evaluation.protocol import PRESETS, Features, evaluate, extract, metrics, scores
 from emcl.evaluation.report import markdown
+from emcl.evaluation.sweep import Sweep
 from emcl.model.checkpoint import save_checkpoint
 from emcl.model.config import DEMO_BACKBONE, EMCLConfig, ModelConfig
 from emcl.model.model import EMCLRetrievalModel
@@ -174,12 +175,19 @@ def test_rows_equal_hand_computed_scores_and_sweeps_start_at_the_base_row(
     assert result["base"]["em"] is None
     assert result["base+emcl"]["em"] == dataclasses.asdict(EMCL_NET_DEFAULTS)
     assert result["emcl"]["em"]["init"] == "prior" and result["emcl"]["em"]["k"] == 8
-    sweep = result["sweeps"]["beta/base+emcl"]
-    assert [p["beta"] for p in sweep] == [0.0, 3.0]
-    assert sweep[0]["t2v_R1"] == result["base"]["t2v"]["R1"]
-    assert sweep[0]["v2t_R1"] == result["base"]["v2t"]["R1"]
-    module = result["sweeps"]["beta/base+emcl(inference module)"][0]
-    assert module["t2v_R1"] == result["inference_module"]["base"]["t2v"]["R1"]  # beta 0: no EMCL
+    assert result["base"]["protocol"] == "trained"
+    assert result["meta"]["blocks"] == {"trained": [32, 32], "inference": [64, 64]}
+    sweep = Sweep.from_json(result["sweeps"]["beta"])
+    assert sweep.knob == "beta" and sweep.values == [0.0, 3.0]
+    assert set(sweep.series) == {"base+emcl", "emcl"}
+    at_zero = sweep.series["base+emcl"][0]
+    for d in ("t2v", "v2t"):
+        assert at_zero[d] == result["base"][d] == sweep.reference["base"][d]
+    assert sweep.series["emcl"][1] == {k: result["emcl"][k] for k in at_zero}  # beta 3: its row
+    module = Sweep.from_json(result["sweeps"]["beta (inference module)"])
+    at_zero = module.series["base+emcl (inference module)"][0]  # beta 0: no EMCL
+    assert at_zero["t2v"] == result["inference_module"]["base"]["t2v"]
+    assert Sweep.from_json(result["sweeps"]["lam"]).series["base+emcl (data init)"]
 
 
 def test_beta_zero_in_base_plus_emcl_equals_base_exactly(tiny_world, checkpoints, tmp_path):
@@ -205,7 +213,7 @@ def test_cli_reports_t2v_and_v2t_of_the_scores_in_json_markdown_and_figure(
     inverted = expected["inverted_softmax"]
     r1 = [m[d]["R1"] for m in (expected, inverted) for d in ("t2v", "v2t")]
     assert len(set(r1)) == 4  # any two of the four R@1 swapped shows
-    monkeypatch.setattr(protocol, "scores", lambda features, params, protocol="emclnet": sim)
+    monkeypatch.setattr(protocol, "scores", lambda features, params, protocol="trained": sim)
     base, joint = checkpoints
     monkeypatch.setitem(PRESETS, "demo", small_config(tiny_world, base, joint))
     out = tmp_path / "out" / "eval.json"
@@ -215,21 +223,28 @@ def test_cli_reports_t2v_and_v2t_of_the_scores_in_json_markdown_and_figure(
     rows = [result[name] for name in ("base", "base+emcl", "emcl")]
     for row in rows + list(result["inference_module"].values()):
         assert_metrics_equal(row, expected)
-    for points in result["sweeps"].values():
-        for point in points:
-            assert point["t2v_R1"] == pytest.approx(expected["t2v"]["R1"])
-            assert point["v2t_R1"] == pytest.approx(expected["v2t"]["R1"])
-            assert point["t2v_R1_inverted_softmax"] == pytest.approx(inverted["t2v"]["R1"])
-            assert point["v2t_R1_inverted_softmax"] == pytest.approx(inverted["v2t"]["R1"])
+    assert set(result["sweeps"]) == {"beta", "k", "iters", "lam", "beta (inference module)"}
+    for data in result["sweeps"].values():
+        sweep = Sweep.from_json(data)
+        points = [p for series in sweep.series.values() for p in series]
+        assert len(points) >= len(sweep.values) > 0
+        for point in [*points, *sweep.reference.values()]:
+            assert_metrics_equal(point, expected)
     table = out.with_suffix(".md").read_text()
     assert table == markdown(result)
     header = [c.strip() for c in table.splitlines()[0].strip("|").split("|")]
-    base_line = next(line for line in table.splitlines() if line.startswith("| base | emclnet |"))
+    base_line = next(line for line in table.splitlines() if line.startswith("| base | trained |"))
     cells = dict(zip(header, (c.strip() for c in base_line.strip("|").split("|")), strict=True))
     # the header reads "t2v R@1 | R@5 | ... | v2t R@1 | ...": one column per name
     assert cells["t2v R@1"] == f"{expected['t2v']['R1']:.1f}"
     assert cells["v2t R@1"] == f"{expected['v2t']['R1']:.1f}"
-    assert "plotly" in out.with_suffix(".html").read_text()[:5000].lower()
+    page = out.with_suffix(".html").read_text()
+    assert "plotly" in page[:5000].lower()
+    assert page.count('class="plotly-graph-div"') == len(result["sweeps"])  # a figure per sweep
+    # a result saved with the as-trained protocol's alias reads the same
+    saved = json.dumps(result).replace('"protocol": "trained"', '"protocol": "emclnet"')
+    aliased = json.loads(saved)
+    assert aliased != result and markdown(aliased) == table
 
 
 def test_python_m_emcl_evaluate_help_exits_0_with_the_evaluate_options():

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from helpers import run_in_threads
 
 from emcl.explorer.knobs import LIMITS, MAX_QUERY_CHARS, KnobError, Knobs
-from emcl.explorer.uploads import MAX_UPLOADS
+from emcl.explorer.uploads import MAX_UPLOADS, UploadLimits
 from emcl.model.encoder import model_fingerprint
 from emcl.retrieval.metrics import inverted_softmax, retrieval_metrics
 from emcl.video.writing import write_video
@@ -502,9 +502,28 @@ def test_upload_limits(fresh_explorer, tmp_path):
         fresh_explorer.add_uploads([])
     big = tmp_path / "big.mp4"
     big.write_bytes(b"\0" * 2048)
-    fresh_explorer.upload_max_bytes = 1024
-    added, refused = fresh_explorer.add_uploads([big])
+    # The page's route: the facade hands the user and the server's caps to the service.
+    tight = UploadLimits(per_user_bytes=1024, total_bytes=2**30, reserve_bytes=0)
+    added, refused = fresh_explorer.add_uploads([big], user="alice", limits=tight)
+    assert added == [] and refused[0]["reason"].startswith("upload quota reached")
+    from emcl.explorer.service import Explorer
+
+    snap = fresh_explorer.snapshot
+    small = Explorer(
+        snap.base.encoder, snap.base.gallery, uploads_dir=tmp_path / "up", upload_max_bytes=1024
+    )
+    assert small.upload_max_bytes == 1024
+    added, refused = small.add_uploads([big])
     assert added == [] and "larger than" in refused[0]["reason"]
+    assert not (tmp_path / "up").exists() or not any((tmp_path / "up").iterdir())
+
+
+def test_a_snapshot_is_published_only_under_the_write_lock(explorer):
+    store = explorer.context.store
+    snap = store.current()
+    with pytest.raises(RuntimeError, match="write_lock"):
+        store.publish(snap.base.gallery, snap.emcl.gallery)
+    assert store.current() is snap is explorer.snapshot
 
 
 def test_searches_during_an_upload_see_a_consistent_gallery(fresh_explorer, tmp_path):

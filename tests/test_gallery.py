@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 
 import emcl.data.gallery as gallery_mod
+import emcl.data.gallery.extract as extract_mod
+import emcl.data.gallery.shards as shards_mod
 from emcl.data.datasets import VideoRecord
 from emcl.data.gallery import add_videos, build_gallery, load_gallery
 from emcl.video.decoder import load_frames
@@ -97,7 +99,7 @@ def test_reload_decodes_and_encodes_nothing(corpus, tmp_path, monkeypatch):
     def no_decoding(*a, **kw):
         raise AssertionError("decoder used on a warm cache")
 
-    monkeypatch.setattr(gallery_mod, "DecoderPool", no_decoding)
+    monkeypatch.setattr(extract_mod, "DecoderPool", no_decoding)
     enc = TinyEncoder()
     g2 = build(corpus, enc, tmp_path / "cache")
     assert enc.encoded == 0 and g2.report.reused == 10 and len(g2.report.skipped) == 4
@@ -186,7 +188,7 @@ def test_add_videos_returns_a_new_gallery(corpus, tmp_path, make_clip):
 
 
 def test_many_shards_are_compacted(corpus, tmp_path, monkeypatch):
-    monkeypatch.setattr(gallery_mod, "COMPACT_AFTER", 2)
+    monkeypatch.setattr(shards_mod, "COMPACT_AFTER", 2)
     g1 = build(corpus, TinyEncoder(), tmp_path / "cache")  # 4+ shards of 3 entries
     assert len(list(g1.cache_dir.glob("shard-*.safetensors"))) == 1
     enc = TinyEncoder()

@@ -151,8 +151,8 @@ def test_similarity_matrix_takes_the_cheaper_route_with_the_same_scores():
     gen = torch.Generator().manual_seed(8)
     text, frames = torch.randn(40, 16, generator=gen), torch.randn(40, 6, 16, generator=gen)
     params = WELL_CONDITIONED[0]
-    routed = similarity_matrix(text, frames=frames, params=params, protocol="emclnet")
+    routed = similarity_matrix(text, frames=frames, params=params, protocol="trained")
     factorised = similarity_matrix(
-        text, frames=frames, params=params, protocol="emclnet", factorize=False
+        text, frames=frames, params=params, protocol="trained", factorize=False
     )
     torch.testing.assert_close(routed, factorised, atol=5e-5, rtol=0)

@@ -1,4 +1,4 @@
-"""``python -m emcl.index``: index folders, precomputed embeddings in and out, the command line."""
+"""``python -m emcl index``: index folders, precomputed embeddings in and out, the command line."""
 
 from __future__ import annotations
 
@@ -119,13 +119,13 @@ def test_embeddings_of_the_wrong_size_or_shape_are_refused(tmp_path):
 def _write(folder: Path, n: int = 40, threshold: int = 50_000) -> None:
     table = EmbeddingTable([f"v{i}" for i in range(n)], [None] * n, unit_rows(n, 16))
     spec = ModelSpec(checkpoint="/models/x")
-    command = ["python", "-m", "emcl.index", "build", "--out", str(folder)]
+    command = ["python", "-m", "emcl", "index", "build", "--out", str(folder)]
     ann = AnnConfig(threshold=threshold)
     write_index(folder, table, spec, "fp", {"test": True}, command, ann, log=lambda m: None)
 
 
 def test_damaged_index_folders_are_refused_with_the_rebuild_command(tmp_path):
-    with pytest.raises(IndexStoreError, match=r"no index at .*python -m emcl.index build --data"):
+    with pytest.raises(IndexStoreError, match=r"no index at .*python -m emcl index build --data"):
         open_index(tmp_path / "nowhere")
     folder = tmp_path / "idx"
     _write(folder)
@@ -134,7 +134,7 @@ def test_damaged_index_folders_are_refused_with_the_rebuild_command(tmp_path):
     npy = folder / "embeddings.npy"
     whole = npy.read_bytes()
     npy.write_bytes(whole[:-100])  # truncated
-    with pytest.raises(IndexStoreError, match=r"checksum.*rebuild it: python -m emcl.index build"):
+    with pytest.raises(IndexStoreError, match=r"checksum.*rebuild it: python -m emcl index build"):
         open_index(folder)
     npy.write_bytes(whole)
     (folder / "rows.json").unlink()
@@ -197,7 +197,7 @@ def test_query_prints_both_rankings_and_export_round_trips(built, capsys, tmp_pa
 
 def test_query_refusals_name_the_fix(built, capsys, tmp_path):
     code, _, err = run(capsys, "query", tmp_path / "missing", "a ball")
-    assert code == 2 and "python -m emcl.index build --data DIR --out" in err
+    assert code == 2 and "python -m emcl index build --data DIR --out" in err
     code, _, err = run(capsys, "query", built / "idx", "a ball", "--beta", 99)
     assert code == 2 and "beta must be a finite number in [0, 20]" in err
     code, _, err = run(capsys, "query", built / "idx", "a ball", "--init", "prior")
@@ -263,11 +263,10 @@ def test_query_gives_the_same_numbers_as_the_apps_rank(explorer_inputs, capsys, 
 
 def test_python_m_emcl_index_runs_the_command_line(tmp_path):
     missing = tmp_path / "no-index"
-    for prefix in (["emcl.index"], ["emcl", "index"]):
-        command = [sys.executable, "-m", *prefix, "query", str(missing), "a ball"]
-        done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=120)
-        assert done.returncode == 2 and f"no index at {missing}" in done.stderr
-        assert "python -m emcl.index build" in done.stderr
+    command = [sys.executable, "-m", "emcl", "index", "query", str(missing), "a ball"]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert done.returncode == 2 and f"no index at {missing}" in done.stderr
+    assert "python -m emcl index build" in done.stderr
 
 
 def test_windows_rank_as_one_video_at_its_best_span(capsys, tmp_path):

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from emcl.explorer.knob_docs import parameter_doc
 from emcl.explorer.knobs import LIMITS, Knobs
 from ui.common import PROGRESS
 from ui.knob_panel import LOG_KNOBS, WIDGETS, KnobPanel, knobs_from_widgets, widget_values
@@ -95,3 +96,20 @@ def test_bound_handlers_get_named_parameters_and_one_knobs_object():
     assert seen["knobs"] == knobs_from_widgets(BASE)
     with pytest.raises(gr.Error, match="k must be"):
         bound("red", *[{**BASE, "k": 0}[w] for w in WIDGETS])
+
+
+def test_bound_handlers_describe_every_knob_from_the_one_source():
+    panel = KnobPanel(widgets={}, effective_k=None, lam_value=None, reset=None)  # type: ignore[arg-type]
+
+    def handler(query: str, knobs: Knobs) -> str:
+        """Rank the gallery.
+
+        More detail that stays out of the endpoint description."""
+        return query
+
+    doc = panel.bind(handler, before=["query"]).__doc__
+    assert doc.startswith("Rank the gallery. Parameters: mode: ") and "More detail" not in doc
+    for widget in WIDGETS:
+        words = parameter_doc(widget)
+        assert f"{widget}: {words.hint} ({words.accepted})" in doc
+    assert "log10_lam: E-step temperature λ, log scale (-3 – 1)" in doc

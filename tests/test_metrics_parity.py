@@ -61,11 +61,13 @@ def test_a_beta_change_reuses_the_em_run(explorer):
     moved = explorer.metrics(replace(knobs, beta=1.5))
     assert len(explorer.caches.terms) == runs  # same (K, T, λ, init, seed): no new EM run
     snap = explorer.snapshot
-    scores = metrics_service.similarity(explorer, snap, snap.base, replace(knobs, beta=1.5))
+    scores = metrics_service.similarity(explorer.context, snap, snap.base, replace(knobs, beta=1.5))
     fresh = EmclNetTable(snap.base.sentences, snap.base.frames, keep_geometry=False)
     params = replace(knobs, beta=1.5).params()
     torch.testing.assert_close(scores, fresh.scores(params, explorer.prior(knobs)))
-    assert not torch.equal(scores, metrics_service.similarity(explorer, snap, snap.base, knobs))
+    assert not torch.equal(
+        scores, metrics_service.similarity(explorer.context, snap, snap.base, knobs)
+    )
     assert moved.rec_ratio == pytest.approx(explorer.metrics(knobs).rec_ratio * 1.5 / 3.0)
 
 

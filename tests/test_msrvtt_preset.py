@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from emcl.cli.train import main as train_main
-from emcl.data.demo_world import build_world
+from emcl.data.world import build_world
 from emcl.evaluation.protocol import PRESETS as EVAL_PRESETS
 from emcl.evaluation.protocol import evaluate
 from emcl.explorer.knobs import Knobs

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from emcl.evaluation.sweep import Sweep
+from emcl.explorer.knob_docs import KNOB_DOCS
 from emcl.retrieval.ranking import Hit
 from ui import plots
 
@@ -70,6 +72,18 @@ def test_sweep_figure_plots_every_series_and_reference():
     assert len(fig.data) == 4 * 3  # 4 panels × (2 series + 1 reference)
     assert fig.layout.xaxis.type == "log"
     assert sorted({t.name for t in fig.data}) == ["A", "B", "Base"]
+    assert [t.y[0] for t in fig.data[:3]] == [10.0, 10.0, 10.0]  # t2v R@1 panel first
+
+
+def test_sweep_figure_draws_an_evaluation_sweep_with_the_knobs_words():
+    # what ``python -m emcl evaluate`` sweeps: metrics with the inverted softmax beside them
+    point = {"t2v": {"R1": 20.0, "MnR": 3.0}, "v2t": {"R1": 22.0, "MnR": 2.5}}
+    point |= {"inverted_softmax": point}
+    sweep = Sweep("k", [2.0, 8.0], {"base+emcl": [point, point]}, {"base": point})
+    fig = plots.sweep_figure(sweep.knob, sweep.values, sweep.series, sweep.reference, title="k")
+    assert fig.layout.title.text == "k"
+    assert fig.layout.xaxis3.title.text == KNOB_DOCS["k"].axis == "K (subspaces)"
+    assert list(fig.data[0].x) == [2.0, 8.0] and list(fig.data[0].y) == [20.0, 20.0]
 
 
 def test_map_figure_carries_item_ids():

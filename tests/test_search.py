@@ -122,7 +122,7 @@ def test_emclnet_protocol_batched_equals_loop(params, factorize):
         frames=frames,
         frame_mask=mask,
         params=params,
-        protocol="emclnet",
+        protocol="trained",
         block_texts=16,
         block_videos=8,
         factorize=factorize,
@@ -283,7 +283,7 @@ def test_emclnet_protocol_ranks_with_frames():
     ids = [f"v{i}" for i in range(20)]
     index = GalleryIndex.build(ids, frames.mean(1), frames=frames)
     query = frames[3, 1] + 0.1 * torch.randn(16, generator=gen)
-    ranking = rank_query(query, index, PARAMS, protocol="emclnet", context="gallery", top_k=5)
+    ranking = rank_query(query, index, PARAMS, protocol="trained", context="gallery", top_k=5)
     pooled = text_conditioned_pool(F.normalize(query, dim=-1)[None], frames)[0]
     expected = F.normalize(pooled, dim=-1) @ F.normalize(query, dim=-1)
     assert ranking.base[0].score == pytest.approx(float(expected.max()), abs=1e-5)

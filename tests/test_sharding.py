@@ -175,17 +175,19 @@ def test_the_extract_command_indexes_and_merges(tiny_world, tmp_path, capsys):
 
 
 def test_a_rank_reads_only_the_shards_of_its_own_share(corpus, tmp_path, monkeypatch):
-    import emcl.data.gallery as gallery_mod
+    import emcl.data.gallery.extract as extract_mod
+    import emcl.data.gallery.shards as gallery_mod
 
     extract_part(corpus, TinyEncoder(), tmp_path / "cache", Rank(0, 2), **OPTIONS)
     loaded: list[str] = []
-    real = gallery_mod._cached
+    real = gallery_mod.cached_rows
 
     def spy(entry, frames, video):
-        loaded.append(entry["video_id"])
+        loaded.append(entry.video_id)
         return real(entry, frames, video)
 
-    monkeypatch.setattr(gallery_mod, "_cached", spy)
+    for module in (gallery_mod, extract_mod):  # the shards read and the shards written
+        monkeypatch.setattr(module, "cached_rows", spy)
     extract_part(corpus, TinyEncoder(), tmp_path / "cache", Rank(1, 2), **OPTIONS)
     mine = {r.video_id for r in shard_records(corpus, 1, 2)}
     assert loaded and set(loaded) <= mine  # rank 0's features were never read
@@ -195,7 +197,7 @@ def test_a_rank_reads_only_the_shards_of_its_own_share(corpus, tmp_path, monkeyp
 
 
 def test_the_merge_compacts_many_part_shards(corpus, tmp_path, monkeypatch):
-    import emcl.data.gallery as gallery_mod
+    import emcl.data.gallery.shards as gallery_mod
 
     monkeypatch.setattr(gallery_mod, "COMPACT_AFTER", 2)
     for rank in range(2):  # batches of 2: several shards per part, none compacted

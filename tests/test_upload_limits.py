@@ -67,17 +67,19 @@ def test_quota_cap_and_reserve_refuse_with_the_figures(fresh_explorer, tmp_path)
     # Over the quota: the second file of 0.5 MiB after 0.8 MiB would pass alice's 1 MiB.
     staged = fake_video(tmp_path / "first.mp4", int(0.8 * mib))
     files = [staged, fake_video(tmp_path / "second.mp4", size)]
-    added, refused = add_uploads(ex, files, "", no_progress, user="alice", limits=limits)
+    added, refused = add_uploads(ex.context, files, "", no_progress, user="alice", limits=limits)
     assert added == []  # zero bytes are not a video: the decoder refuses the first
     assert {r["file"]: r["reason"] for r in refused}["second.mp4"].startswith(
         "upload quota reached: your uploads use 0.8 MiB of 1.0 MiB, this file needs 0.5 MiB"
     )
     assert list(ex.uploads_dir.iterdir()) == []  # nothing left behind
     full = UploadLimits(per_user_bytes=mib, total_bytes=size - 1, reserve_bytes=0)
-    added, refused = add_uploads(ex, [files[1]], "", no_progress, user="bob", limits=full)
+    added, refused = add_uploads(ex.context, [files[1]], "", no_progress, user="bob", limits=full)
     assert added == [] and refused[0]["reason"].startswith("upload space is full")
     no_disk = UploadLimits(reserve_bytes=2**62)
-    added, refused = add_uploads(ex, [files[1]], "", no_progress, user="bob", limits=no_disk)
+    added, refused = add_uploads(
+        ex.context, [files[1]], "", no_progress, user="bob", limits=no_disk
+    )
     assert added == [] and "disk is full" in refused[0]["reason"]
 
 
@@ -88,16 +90,22 @@ def test_an_added_video_counts_for_its_owner_across_a_restart(
     video = clip(tmp_path / "mine.mp4")
     size = video.stat().st_size
     limits = UploadLimits(per_user_bytes=size + size // 2, total_bytes=10 * size, reserve_bytes=0)
-    added, refused = add_uploads(ex, [video], "a box", no_progress, user="alice", limits=limits)
+    added, refused = add_uploads(
+        ex.context, [video], "a box", no_progress, user="alice", limits=limits
+    )
     assert len(added) == 1 and refused == []
     usage = upload_usage(ex.uploads_dir)
     assert usage.of("alice") == size and usage.total_bytes == size
     assert json.loads(uploads_owners(ex.uploads_dir).read_text()) == {f"{added[0]}.mp4": "alice"}
     again = clip(tmp_path / "again.mp4", colour=40)
-    _, refused = add_uploads(ex, [again], "", no_progress, user="alice", limits=limits)
+    _, refused = add_uploads(ex.context, [again], "", no_progress, user="alice", limits=limits)
     assert refused[0]["reason"].startswith("upload quota reached")
     restarted = explorer_inputs["make"](ex.uploads_dir.parent)  # same cache folder, new process
-    _, refused = add_uploads(restarted, [again], "", no_progress, user="alice", limits=limits)
+    _, refused = add_uploads(
+        restarted.context, [again], "", no_progress, user="alice", limits=limits
+    )
     assert refused[0]["reason"].startswith("upload quota reached")
-    added, _ = add_uploads(restarted, [again], "", no_progress, user=ANONYMOUS, limits=limits)
+    added, _ = add_uploads(
+        restarted.context, [again], "", no_progress, user=ANONYMOUS, limits=limits
+    )
     assert len(added) == 1  # another user still has room

@@ -13,7 +13,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from emcl.core.em import INFERENCE_MODULE_DEFAULTS
-from emcl.data import demo_world
 from emcl.data.datasets import VideoRecord
 from emcl.data.gallery import build_gallery, load_gallery
 from emcl.data.windows import (
@@ -24,6 +23,7 @@ from emcl.data.windows import (
     window_frames,
     window_spans,
 )
+from emcl.data.world import v1
 from emcl.retrieval.index import GalleryIndex
 from emcl.retrieval.ranking import ItemMap, rank_query
 from emcl.video.writing import write_video
@@ -114,8 +114,8 @@ def test_items_map_rows_to_videos_and_spans():
 
 
 # ---- a generated 3-minute video ----------------------------------------------------------------
-def segment_specs() -> list[demo_world.ClipSpec]:
-    base = demo_world.make_spec(0, 0, "long", "test")
+def segment_specs() -> list[v1.ClipSpec]:
+    base = v1.make_spec(0, 0, "long", "test")
     return [
         dataclasses.replace(
             base,
@@ -140,13 +140,13 @@ def long_gallery(tmp_path_factory):
     root = tmp_path_factory.mktemp("long")
     path = root / "long.mp4"
     frames = [
-        demo_world.render_frame(s, 0) for s in segment_specs() for _ in range(SEGMENT_S * FPS)
+        v1.render_frame(s, 0) for s in segment_specs() for _ in range(SEGMENT_S * FPS)
     ]
     write_video(path, frames, FPS)
     records = [VideoRecord("long", path)]
     for i in range(3):
-        spec = demo_world.make_spec(0, i + 1, f"short{i}", "test")
-        demo_world.render_clip(spec, root / f"short{i}.mp4")
+        spec = v1.make_spec(0, i + 1, f"short{i}", "test")
+        v1.render_clip(spec, root / f"short{i}.mp4")
         records.append(VideoRecord(f"short{i}", root / f"short{i}.mp4"))
     encoder = Encoder.from_checkpoint(REPO / "checkpoints" / "demo-base", "cpu")
     options = {"num_frames": encoder.num_frames, "progress": False}
@@ -170,7 +170,7 @@ def test_a_long_video_is_indexed_as_windows(long_gallery):
 
 
 def test_windows_come_back_from_the_cache(long_gallery, monkeypatch):
-    import emcl.data.gallery as gallery_mod
+    import emcl.data.gallery.extract as gallery_mod
 
     def no_decoding(*a, **kw):
         raise AssertionError("decoder used on a warm cache")
@@ -195,7 +195,7 @@ def test_a_query_naming_a_segment_returns_a_window_of_it(long_gallery):
     index = GalleryIndex.build(items.video_ids, items.video_embeddings.float())
     inside = []
     for segment, spec in enumerate(segment_specs()):
-        caption = demo_world.captions(spec)[0]
+        caption = v1.captions(spec)[0]
         query = encoder.encode_texts([caption])["sentence"][0]
         ranking = rank_query(query, index, INFERENCE_MODULE_DEFAULTS, top_k=10,
                              items=ItemMap(items.video_rows, items.spans))  # fmt: skip
@@ -220,7 +220,7 @@ def test_search_subspaces_and_page_use_the_matched_window(long_gallery):
     explorer = Explorer(long_gallery["encoder"], long_gallery["gallery"])
     knobs = Knobs(mode="inference", beta=4.0, k=7, iters=10, lam=0.1, init="reference", seed=42)
     segment = 1  # blue square, 30-60 s
-    result = explorer.rank(demo_world.captions(segment_specs()[segment])[0], knobs)
+    result = explorer.rank(v1.captions(segment_specs()[segment])[0], knobs)
     for column in (result.base, result.emcl):
         assert column[0].video_id == "long" and 30 <= column[0].span[0] < column[0].span[1] <= 60
     assert result.to_json()["emcl"][0]["span"] == list(result.emcl[0].span)
@@ -243,7 +243,7 @@ def test_search_subspaces_and_page_use_the_matched_window(long_gallery):
     )
     rgb = explorer.frames_rgb("long", 32, span=span).astype(float)  # [T, 32, 32, 3]
     shown = [  # each segment's picture at 32 px (4x4 block means of the 128 px render)
-        demo_world.render_frame(spec, 0).reshape(32, 4, 32, 4, 3).mean(axis=(1, 3))
+        v1.render_frame(spec, 0).reshape(32, 4, 32, 4, 3).mean(axis=(1, 3))
         for spec in segment_specs()
     ]
     for frame in rgb:  # every frame of the window shows the blue segment

@@ -1,5 +1,5 @@
 """World v2: determinism, the layout, captions vs ground truth, the ambiguity ceiling, the
-pretraining corpus; and v1 still being what it was."""
+pretraining corpus, and a test-only world growing into the full one."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from emcl.data import world_v2 as w
 from emcl.data.datasets import read_msrvtt
-from emcl.data.demo_world import LEXICON, build_world, caption_words, world_is_complete
+from emcl.data.world import LEXICON, build_world, caption_words, ensure_world, world_is_complete
+from emcl.data.world import v2 as w
+from emcl.data.world.pretrain import PRETRAIN_STREAM, pretrain_pairs
 from emcl.video.decoder import load_frames
 from emcl.video.sampling import uniform_indices
 
@@ -43,7 +44,7 @@ def test_the_test_split_reads_each_clips_whole_first_caption(world):
     specs = {s.video_id: s for s in w.make_specs(12, 8, 3)}
     test = read_msrvtt(world, "test")
     assert [r.captions[0] for r in test] == [w.captions(specs[r.video_id], 3)[0][0] for r in test]
-    assert sum("," in r.captions[0] for r in test) >= 2  # the case that was cut before
+    assert sum("," in r.captions[0] for r in test) >= 2  # commas present, and quoted
 
 
 def test_every_caption_states_facts_its_clip_shows_and_names_only_those(world):
@@ -104,7 +105,7 @@ def test_ground_truth_follows_the_events_and_the_pixels(world):
 
 def test_background_moves_with_the_camera_and_the_clip_canvas_is_exact():
     spec = next(s for s in w.make_specs(50, 0, 1) if s.camera != (0.0, 0.0) and s.scroll == (0, 0))
-    first, last = w._background(spec, 0), w._background(spec, spec.num_frames - 1)
+    first, last = w.background(spec, 0), w.background(spec, spec.num_frames - 1)
     assert not np.array_equal(first, last)
     for f in (0, spec.num_frames // 2, spec.num_frames - 1):
         assert np.array_equal(w.render_frame(spec, f), w.render_frame(spec, f, whole_clip=False))
@@ -146,23 +147,21 @@ def test_world_json_records_the_ceiling(world):
 
 
 def test_pretraining_pairs_name_what_the_frame_shows_and_are_not_world_clips():
-    frames, phrases = w.pretrain_pairs(0, 40, workers=1)
+    frames, phrases = pretrain_pairs(0, 40, workers=1)
     assert frames.shape == (40, 128, 128, 3) and frames.dtype == np.uint8
     for i, phrase in enumerate(phrases):
-        spec = w.make_spec(0, i, f"pretrain{i}", "pretrain", stream=w.PRETRAIN_STREAM)
+        spec = w.make_spec(0, i, f"pretrain{i}", "pretrain", stream=PRETRAIN_STREAM)
         named = {LEXICON[word] for word in caption_words(phrase) if word in LEXICON}
         visible = [set(w.frame_concepts(spec, f)[0]) for f in range(spec.num_frames)]
         assert any(named <= v for v in visible), phrase
         assert not any(c.startswith("motion:") for c in named)
         world_spec = w.make_spec(0, i, f"video{i}", "test")
         assert world_spec.events != spec.events  # its own RNG stream
-    again, phrases_again = w.pretrain_pairs(0, 40, workers=2)
+    again, phrases_again = pretrain_pairs(0, 40, workers=2)
     assert np.array_equal(frames, again) and phrases == phrases_again
 
 
 def test_a_test_only_world_renders_a_quarter_and_grows_into_the_full_one(world, tmp_path):
-    from emcl.data.demo_world import ensure_world
-
     part = tmp_path / "part"
     meta = build_world(part, n_train=12, n_test=8, seed=3, workers=1, version=2, splits=("test",))
     assert meta["splits"] == ["test"]
@@ -185,26 +184,3 @@ def test_a_test_only_world_renders_a_quarter_and_grows_into_the_full_one(world, 
     assert (part / "videos" / "video12.mp4").read_bytes() != (
         world / "videos" / "video12.mp4"
     ).read_bytes()
-
-
-def test_unknown_world_version_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="world version must be one of"):
-        build_world(tmp_path, 2, 2, version=3)
-
-
-def test_commands_build_only_the_demo_videos_they_read(tmp_path, monkeypatch):
-    from emcl import paths
-    from emcl.data.demo_world import ensure_demo_world, video_splits
-
-    assert video_splits("test") == ("test",) and video_splits("val") == ("train",)
-    assert video_splits("trainval") == ("train",) and video_splits("all") == ("test", "train")
-    monkeypatch.setenv(paths.CACHE_ENV, str(tmp_path))
-    monkeypatch.setitem(paths.DEMO_WORLDS, 2, paths.DemoWorld(12, 8, 3, version=2))
-    folder = paths.demo_world_dir(version=2)
-    ensure_demo_world(folder, progress=False, split="test")  # evaluation, the app
-    assert len(list((folder / "videos").iterdir())) == 8
-    ensure_demo_world(folder, progress=False, split="trainval")  # training
-    assert len(list((folder / "videos").iterdir())) == 20
-    assert world_is_complete(folder, 12, 8, 3, version=2)
-    ensure_demo_world(tmp_path / "mine", progress=False)  # a user's folder is only read
-    assert not (tmp_path / "mine").exists()

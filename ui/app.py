@@ -4,6 +4,7 @@ settings the server launches with (docs/reliability.md §2)."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import gradio as gr
 
 from emcl import paths
 from emcl.auth import Logins
+from emcl.explorer.knob_docs import api_description
 from emcl.explorer.knobs import Knobs
 from emcl.explorer.service import Explorer
 from emcl.explorer.setup import Setup
@@ -138,7 +140,8 @@ def _wire_rank_api(explorer: Explorer) -> None:
         )
         return explorer.rank(query, knobs).to_json()
 
-    gr.api(user_errors(rank), api_name="rank", **MODEL_EVENT)
+    described = api_description(rank.__doc__ or "", inspect.signature(rank).parameters)
+    gr.api(user_errors(rank), api_name="rank", api_description=described, **MODEL_EVENT)
 
 
 def _login_check(logins: Logins) -> Any:

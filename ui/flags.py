@@ -82,7 +82,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     team.add_argument(
         "--auth-file",
         type=Path,
-        help="logins (user:scrypt hash per line); create with `python -m emcl.auth add USER "
+        help="logins (user:scrypt hash per line); create with `python -m emcl auth add USER "
         "--file PATH`",
     )
     team.add_argument("--no-auth", action="store_true", help="serve without a login page")
@@ -109,7 +109,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not is_loopback(args.host) and args.auth_file is None and not args.no_auth:
         ap.error(
             f"--host {args.host} serves beyond this machine: pass --auth-file PATH (create it "
-            "with `python -m emcl.auth add USER --file PATH`) or, knowingly, --no-auth"
+            "with `python -m emcl auth add USER --file PATH`) or, knowingly, --no-auth"
         )
     if (args.ssl_certfile is None) != (args.ssl_keyfile is None):
         ap.error("--ssl-certfile and --ssl-keyfile go together")

@@ -3,7 +3,8 @@ validated :class:`Knobs` instead of a tuple of widget values.
 
 λ and τ live on log₁₀ sliders; their API parameters are called ``log10_lam`` and
 ``log10_isoftmax_temp`` and say so. Everything else has the knob's own name, so every event
-that takes the knobs has named parameters in the API (``view_api``)."""
+that takes the knobs has named parameters in the API (``view_api``). Labels, hints, the guide
+and the API descriptions come from emcl/explorer/knob_docs.py."""
 
 from __future__ import annotations
 
@@ -16,13 +17,14 @@ from typing import Any
 
 import gradio as gr
 
+from emcl.explorer.knob_docs import LOG_PREFIX, api_description, parameter_doc
 from emcl.explorer.knobs import INITS, LIMITS, KnobError, Knobs
 from emcl.explorer.service import Explorer
 from emcl.retrieval.ranking import CONTEXTS
 from ui.common import user_errors
-from ui.text import HELP, KNOB_GUIDE
+from ui.text import knob_guide
 
-LOG_KNOBS = {"log10_lam": "lam", "log10_isoftmax_temp": "isoftmax_temp"}  # widget -> knob
+LOG_KNOBS = {f"{LOG_PREFIX}{k}": k for k in ("lam", "isoftmax_temp")}  # widget -> knob
 WIDGETS = tuple(next((w for w, k in LOG_KNOBS.items() if k == n), n) for n in Knobs.names())
 
 
@@ -80,6 +82,8 @@ class KnobPanel:
             return handler(*values[:count], knobs, **kwargs)
 
         bound.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        summary = (inspect.getdoc(handler) or "").split("\n\n")[0]
+        bound.__doc__ = api_description(summary, [*before, *WIDGETS])
         return user_errors(bound)
 
 
@@ -90,52 +94,55 @@ def build(explorer: Explorer) -> KnobPanel:
     inits = list(INITS) if explorer.has_joint else ["reference", "data"]
     gr.Markdown("### Knobs")
     w: dict[str, gr.components.Component] = {}
-    w["mode"] = gr.Radio(modes, value=defaults.mode, label="EMCL mode", info=HELP["mode"])
-    w["beta"] = _slider("beta", defaults.beta, 0.1, "β")
-    w["k"] = _slider("k", defaults.k, 1, "K")
+    w["mode"] = gr.Radio(modes, value=defaults.mode, **_words("mode"))
+    w["beta"] = _slider("beta", defaults.beta, 0.1)
+    w["k"] = _slider("k", defaults.k, 1)
     effective_k = gr.Markdown("effective K: –", elem_classes="emcl-effk")
-    w["iters"] = _slider("iters", defaults.iters, 1, "iterations")
-    w["log10_lam"] = _log_slider("lam", defaults.lam, "log₁₀ λ")
+    w["iters"] = _slider("iters", defaults.iters, 1)
+    w["log10_lam"] = _log_slider("lam", defaults.lam)
     lam_value = gr.Markdown(f"λ = {defaults.lam:g}", elem_classes="emcl-effk")
     with gr.Row():
-        w["init"] = gr.Radio(inits, value=defaults.init, label="init", info=HELP["init"], scale=3)
+        w["init"] = gr.Radio(inits, value=defaults.init, scale=3, **_words("init"))
         w["seed"] = gr.Number(
             value=defaults.seed,
             precision=0,
-            label="seed",
             minimum=LIMITS["seed"][0],
             maximum=LIMITS["seed"][1],
             scale=1,
             min_width=80,
+            **_words("seed"),
         )
-    w["context"] = gr.Radio(
-        list(CONTEXTS), value=defaults.context, label="EM context", info=HELP["context"]
-    )
-    w["shortlist"] = _slider("shortlist", defaults.shortlist, 1, "shortlist size M")
-    w["isoftmax"] = gr.Checkbox(
-        value=defaults.isoftmax, label="inverted softmax", info=HELP["isoftmax"]
-    )
-    w["log10_isoftmax_temp"] = _log_slider("isoftmax_temp", defaults.isoftmax_temp, "log₁₀ τ")
-    w["top_k"] = _slider("top_k", defaults.top_k, 1, "top-k")
+    w["context"] = gr.Radio(list(CONTEXTS), value=defaults.context, **_words("context"))
+    w["shortlist"] = _slider("shortlist", defaults.shortlist, 1)
+    w["isoftmax"] = gr.Checkbox(value=defaults.isoftmax, **_words("isoftmax"))
+    w["log10_isoftmax_temp"] = _log_slider("isoftmax_temp", defaults.isoftmax_temp)
+    w["top_k"] = _slider("top_k", defaults.top_k, 1)
     reset = gr.Button("Reset to paper defaults", variant="secondary")
     with gr.Accordion("What the knobs mean", open=False):
-        gr.Markdown(KNOB_GUIDE, elem_classes="emcl-hint")
+        gr.Markdown(knob_guide(), elem_classes="emcl-hint")
     return KnobPanel(w, effective_k, lam_value, reset)
 
 
-def _slider(knob: str, value: float, step: float, label: str) -> gr.Slider:
-    return gr.Slider(*LIMITS[knob], value=value, step=step, label=label, info=HELP[knob])
+def _words(widget: str) -> dict[str, str]:
+    """The widget's label and one-line hint (emcl/explorer/knob_docs.py)."""
+    doc = parameter_doc(widget)
+    if doc is None:
+        raise KeyError(f"no doc for the widget {widget!r}")
+    return {"label": doc.label, "info": doc.hint}
 
 
-def _log_slider(knob: str, value: float, label: str) -> gr.Slider:
+def _slider(knob: str, value: float, step: float) -> gr.Slider:
+    return gr.Slider(*LIMITS[knob], value=value, step=step, **_words(knob))
+
+
+def _log_slider(knob: str, value: float) -> gr.Slider:
     lo, hi = LIMITS[knob]
     return gr.Slider(
         math.log10(lo),
         math.log10(hi),
         value=math.log10(value),
         step=0.05,
-        label=label,
-        info=HELP[knob],
+        **_words(f"{LOG_PREFIX}{knob}"),
     )
 
 

@@ -17,6 +17,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from emcl.explorer.knob_docs import KNOB_DOCS
+
 VIDEO_COLOR = "#2563eb"
 TEXT_COLOR = "#ea580c"
 CORRECT_COLOR = "#16a34a"
@@ -276,22 +278,18 @@ def loadings_figure(
 # --------------------------------------------------------------------------------------------
 # Sweeps and the embedding map
 # --------------------------------------------------------------------------------------------
-SWEEP_LABELS = {
-    "beta": "β (reconstruction weight)",
-    "k": "K (subspaces)",
-    "iters": "EM iterations",
-    "lam": "λ (E-step temperature)",
-}
-
-
 def sweep_figure(
     name: str,
     values: Sequence[float],
-    series: dict[str, list[dict[str, dict[str, float]]]],
-    reference: dict[str, dict[str, dict[str, float]]],
+    series: dict[str, list[dict[str, Any]]],
+    reference: dict[str, dict[str, Any]],
     height: int = 520,
+    title: str | None = None,
 ) -> go.Figure:
-    """R@1 and MnR, text→video and video→text, against one knob; dashed lines: no EM."""
+    """R@1 and MnR, text→video and video→text, against one knob; dashed lines: no EM.
+
+    The fields of one :class:`emcl.evaluation.sweep.Sweep` (knob, values, series, reference):
+    the app's sweeps and ``python -m emcl evaluate``'s draw through this one function."""
     panels = [("t2v", "R1"), ("v2t", "R1"), ("t2v", "MnR"), ("v2t", "MnR")]
     titles = [
         "text → video R@1 (%)",
@@ -338,9 +336,10 @@ def sweep_figure(
             )
     axis_type = "log" if name == "lam" else "linear"
     fig.update_xaxes(type=axis_type, gridcolor="#e2e8f0")
-    fig.update_xaxes(title_text=SWEEP_LABELS.get(name, name), row=2)
+    doc = KNOB_DOCS.get(name)
+    fig.update_xaxes(title_text=doc.axis if doc is not None else name, row=2)
     fig.update_yaxes(gridcolor="#e2e8f0")
-    fig = _layout(fig, height)
+    fig = _layout(fig, height, title)
     fig.update_layout(legend={"orientation": "h", "y": -0.16, "x": 0})
     return fig
 

@@ -1,64 +1,31 @@
-"""The UI's words: one-line knob help, the knob guide, and the Markdown summaries."""
+"""The UI's words: the knob guide (from emcl/explorer/knob_docs.py) and the Markdown
+summaries."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from emcl.core.protocols import TRAINED
 from emcl.core.subspace import GROUP_TOL
+from emcl.explorer.knob_docs import guide
 from emcl.explorer.knobs import Knobs
 from emcl.explorer.results import AlignResult, GroundingAverage, MetricsResult
 from emcl.explorer.service import Explorer
 
-# One line per knob beside the widget; KNOB_GUIDE below says it in full.
-HELP = {
-    "mode": "joint: EMCL checkpoint + EM · inference: base checkpoint + EM",
-    "beta": "weight of the reconstruction added back (0: off)",
-    "k": "number of subspaces",
-    "iters": "E/M iterations (0: off)",
-    "lam": "E-step temperature λ, log scale",
-    "init": "initial bases",
-    "context": "which rows share one EM run",
-    "shortlist": "base candidates the EM re-ranks",
-    "isoftmax": "QB-Norm with the captions as query bank",
-    "isoftmax_temp": "inverted-softmax temperature τ, log scale",
-    "top_k": "results per column",
-}
-
-KNOB_GUIDE = """
-- **EMCL mode** — *joint*: the checkpoint trained jointly with the EMCL layer, plus EM at
-  inference. *inference*: the base checkpoint with EM at inference only (β = 0 reproduces the
-  Base column exactly).
-- **β** — the output is `x + β · μzᵀ`: β weighs the low-rank reconstruction; 0 turns EMCL off.
-- **K** — number of subspaces (bases μ). *Effective K* (shown under the slider) is the numerical
-  rank of the responsibilities z (singular values above 1e-3 of the largest): the reference and
-  prior initialisations collapse to about 2 whatever K is (docs/method.md §1.5).
-- **iterations** — E/M steps T; 0 leaves the features unchanged.
-- **λ** — E-step softmax temperature, `z = softmax(Xᵀμ / λ)`. On unit-norm features λ = 1 is
-  nearly uniform; distinct subspaces need a sharp λ (≤ 0.03) and the *data* init
-  (docs/method.md §1.5b).
-- **init** — *prior*: the EMCL checkpoint's trained momentum prior (exists for its trained K
-  only); *reference*: the authors' ±1 sign prior; *data*: K random feature columns of the input
-  (breaks the symmetry). **seed** seeds reference and data.
-- **EM context** — which rows share one EM run: *shortlist* (the query and its top-M base
-  candidates; the rest keep base order), *gallery* (the query and every video), *block* (the
-  reference protocol: the query against blocks of 64 videos). The as-trained metrics always use
-  32 × 32 caption × video blocks; the inference-module metrics 64 × 64 blocks (*gallery*: one
-  run over everything). Scores depend on the context. The columns show the same kind of score,
-  the cosine of query and video (after EMCL in the EMCL column); the inference module ranks by
-  the dot product of its outputs, shown small beside the cosine.
-- **inverted softmax** — QB-Norm / dual softmax: each score times a softmax over queries at
-  temperature τ; search uses the gallery's captions as the query bank (transductive).
-- **top-k** — results shown per column; the ground truth's rank is shown even outside it.
+# The panel's readout under the knobs (what the knobs mean: emcl/explorer/knob_docs.py).
+EM_SIZE_GUIDE = """
 - **EMCL's size** (under the knobs) — the median over the EM's rows of ‖β·μzᵀ‖ / ‖x‖, how
   large the added reconstruction is next to the feature it is added to. Below about 1 % EMCL
   cannot change a ranking much whatever the other knobs say (the demo's EMCL-Net features are
   unnormalised and long, so their ratio is small); above about 50 % the reconstruction, which
-  the rows of one EM run share, dominates the features.
-- **Metrics protocol** — the live table uses the protocol the checkpoints were trained with
-  (EMCL-Net: text-conditioned frame pooling, one EM run per 32 × 32 block, as
-  `python -m emcl evaluate`); the inference-module protocol (mean-pooled unit-norm videos,
-  64 × 64 blocks) is one click away.
+  the rows of one EM run share, dominates the features (docs/method.md §1.11).
 """
+
+
+def knob_guide() -> str:
+    """The panel's "What the knobs mean": each knob's meaning, then the readout."""
+    return guide() + "\n" + EM_SIZE_GUIDE
+
 
 SUBSPACE_HELP = f"""
 **How this view is made** (our construction; the paper does not say how its Figure 1 was drawn).
@@ -148,7 +115,7 @@ def rec_hint(rec_ratio: float) -> str:
 
 
 def metrics_em_line(result: MetricsResult) -> str:
-    where = "median over every EM block" if result.protocol == "trained" else "first EM block"
+    where = "median over every EM block" if result.protocol == TRAINED else "first EM block"
     return em_size_line(result.effective_k, result.rec_ratio, where)
 
 

@@ -1,7 +1,8 @@
 """Evaluate base vs EMCL retrieval: ``python -m emcl evaluate --preset demo --json out.json``.
 
-Writes the JSON, a markdown table (``<json stem>.md``) and a plotly figure of the sweeps
-(``<json stem>.html``) next to it. The rows and sweeps are emcl/evaluation/protocol.py.
+Writes the JSON, a markdown table (``<json stem>.md``) and, with sweeps, their figures
+(``<json stem>.html``, ui/plots.py's ``sweep_figure``, as the app draws them) next to it. The rows
+and sweeps are emcl/evaluation/protocol.py.
 """
 
 from __future__ import annotations
@@ -9,9 +10,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 from emcl.evaluation.protocol import PRESETS, evaluate
 from emcl.evaluation.report import markdown, write_outputs
+from emcl.evaluation.sweep import Sweep
+from emcl.fileio import atomic_write
+from ui.plots import sweep_figure
 
 
 def parser() -> argparse.ArgumentParser:
@@ -44,9 +49,26 @@ def main(argv: list[str] | None = None) -> int:
         progress=not args.quiet,
     )  # fmt: skip
     written = write_outputs(result, Path(args.json))
+    if result.get("sweeps"):
+        written.append(write_figures(result["sweeps"], Path(args.json).with_suffix(".html")))
     print(markdown(result))
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
 
 
-__all__ = ["main", "parser"]
+def write_figures(sweeps: dict[str, Any], path: Path) -> Path:
+    """One page with a figure per sweep (the JSON form of :class:`Sweep`, by name)."""
+    parts = []
+    for i, (name, data) in enumerate(sweeps.items()):
+        sweep = Sweep.from_json(data)
+        fig = sweep_figure(sweep.knob, sweep.values, sweep.series, sweep.reference, title=name)
+        parts.append(fig.to_html(full_html=False, include_plotlyjs=i == 0))  # plotly.js once
+    page = (
+        '<!DOCTYPE html><html><head><meta charset="utf-8"><title>EMCL sweeps</title></head>'
+        f"<body>{''.join(parts)}</body></html>\n"
+    )
+    atomic_write(path, page)
+    return path
+
+
+__all__ = ["main", "parser", "write_figures"]

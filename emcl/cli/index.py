@@ -1,9 +1,9 @@
 """Search a gallery from the command line: build an index, query it, export it.
 
-    python -m emcl.index build --data DIR --out INDEX --checkpoint checkpoints/demo-base
-    python -m emcl.index build --embeddings clips.parquet --out INDEX --checkpoint DIR
-    python -m emcl.index query INDEX "a man is cooking" --top-k 5 --beta 4 --json
-    python -m emcl.index export INDEX --parquet clips.parquet
+    python -m emcl index build --data DIR --out INDEX --checkpoint checkpoints/demo-base
+    python -m emcl index build --embeddings clips.parquet --out INDEX --checkpoint DIR
+    python -m emcl index query INDEX "a man is cooking" --top-k 5 --beta 4 --json
+    python -m emcl index export INDEX --parquet clips.parquet
 
 ``query`` prints the base (cosine) and EMCL rankings with the same numbers as the app's
 ``/rank`` in ``inference`` mode with this model; the knobs take the same names and bounds.
@@ -78,7 +78,7 @@ def build(args: argparse.Namespace) -> int:
     if len(table) == 0:
         raise IndexStoreError("nothing to index: every video was skipped (see the report above)")
     threshold = ["--ann-threshold", str(args.ann_threshold)]
-    command = ["python", "-m", "emcl.index", "build", *where, "--out", absolute["out"]]
+    command = ["python", "-m", "emcl", "index", "build", *where, "--out", absolute["out"]]
     command += [*spec.args(), *threshold]
     ann = AnnConfig(threshold=args.ann_threshold)
     stored = write_index(args.out, table, spec, encoder.fingerprint, source, command, ann, _log)
@@ -199,7 +199,7 @@ def export(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------------- parser
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m emcl.index", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m emcl index", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
 
     b = sub.add_parser("build", help="index videos or precomputed embeddings")
@@ -221,7 +221,7 @@ def parser() -> argparse.ArgumentParser:
     b.set_defaults(run=build)
 
     q = sub.add_parser("query", help="rank the index for a text query")
-    q.add_argument("index", help="an index folder (python -m emcl.index build)")
+    q.add_argument("index", help="an index folder (python -m emcl index build)")
     q.add_argument("text", help="the query")
     q.add_argument("--top-k", dest="top_k", type=int, help=f"default {KNOB_DEFAULTS.top_k}")
     for name in ("beta", "lam"):

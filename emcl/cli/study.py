@@ -1,6 +1,6 @@
-"""Run the five-seed study: ``python -m emcl.study --seeds 5 [--device cuda --jobs 10]``.
+"""Run the five-seed study: ``python -m emcl study --seeds 5 [--device cuda --jobs 10]``.
 
-Needs the pretrained backbone (``python -m emcl.train --preset demo-pretrain --out
+Needs the pretrained backbone (``python -m emcl train --preset demo-pretrain --out
 runs/demo-pretrain``). Builds world v2 if missing, fine-tunes a base and an EMCL model per seed,
 evaluates them, writes ``study.json`` and regenerates the report from it (emcl/study/). Killed
 mid-way, the same command resumes without redoing finished fine-tunes or evaluations.
@@ -21,7 +21,7 @@ from emcl.study.run import StudyConfig, StudyError, run_study
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m emcl.study", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m emcl study", description=__doc__.split("\n")[0])
     p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (at least 2)")
     p.add_argument("--out", default="runs/study", help="run folder (resumable)")
     p.add_argument("--pretrained", help="pretrained backbone (default: runs/demo-pretrain/best)")

@@ -2,7 +2,7 @@
 
     python -m emcl train --preset demo --out runs/demo-emcl --export checkpoints/demo-emcl
     python -m emcl train --preset demo --no-emcl --out runs/demo-base --export checkpoints/demo-base
-    python -m emcl.train --preset demo-pretrain --out runs/demo-pretrain
+    python -m emcl train --preset demo-pretrain --out runs/demo-pretrain
     python -m emcl train --preset demo-v2 --init-from runs/demo-pretrain/best --out runs/v2-emcl
     torchrun --nproc_per_node=2 -m emcl train --preset msrvtt --data /data/msrvtt \\
         --pretrained /weights/vit-b-32-openai.safetensors

@@ -28,6 +28,7 @@ ITERS_RANGE = (0, 200)
 LAM_RANGE = (1e-4, 1e4)
 BETA_RANGE = (0.0, 100.0)
 MOMENTUM_RANGE = (0.0, 1.0)
+PRIOR_MOMENTUM = 0.9  # the reference's momentum for the trained prior (docs/method.md §1.7)
 
 InitName = Literal["reference", "data", "prior"]
 Init = InitName | Tensor
@@ -241,6 +242,67 @@ def emcl_transform(
 
 
 # --------------------------------------------------------------------------------------------
+# Knobs as data
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EMParams:
+    """One setting of the EMCL knobs, validated on construction (configs reject bad values early).
+
+    ``init`` is ``"prior"`` (a trained layer's prior, passed to :meth:`run`), ``"reference"`` or
+    ``"data"``; ``seed`` seeds the reference and data initialisations.
+    """
+
+    k: int = 32
+    iters: int = 9
+    lam: float = 1.0
+    beta: float = 3.0
+    init: InitName = "reference"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_k(self.k)
+        check_iters(self.iters)
+        object.__setattr__(self, "lam", check_lam(self.lam))
+        object.__setattr__(self, "beta", check_beta(self.beta))
+        if self.init not in ("prior", "reference", "data"):
+            raise ValueError(f"init must be 'prior', 'reference' or 'data', got {self.init!r}")
+        if not _is_int(self.seed):
+            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+
+    def generator(self) -> torch.Generator:
+        return torch.Generator().manual_seed(self.seed)
+
+    def resolve_init(self, prior: Tensor | None = None) -> Init:
+        """The ``init`` argument for :func:`emcl_transform`; ``"prior"`` needs a matching prior."""
+        if self.init != "prior":
+            return self.init
+        if prior is None:
+            raise ValueError("init='prior' needs a trained EMCL prior (an EMCL checkpoint)")
+        if prior.shape[-1] != self.k:
+            raise ValueError(
+                f"init='prior' needs k={prior.shape[-1]} (the trained K), got k={self.k}"
+            )
+        return prior
+
+    def run(self, x: Tensor, prior: Tensor | None = None) -> EMCLResult:
+        """EMCL on ``x`` ``[..., N, D]`` with these knobs (never updates any prior)."""
+        return emcl_transform(
+            x,
+            k=self.k,
+            iters=self.iters,
+            lam=self.lam,
+            beta=self.beta,
+            init=self.resolve_init(prior),
+            generator=self.generator(),
+        )
+
+
+# The reference settings (docs/method.md §2.3): EMCL-Net's are EMParams' own defaults.
+EMCL_NET_DEFAULTS = EMParams()
+INFERENCE_MODULE_DEFAULTS = EMParams(k=7, iters=10, lam=0.1, beta=4.0, init="reference", seed=42)
+
+
+# --------------------------------------------------------------------------------------------
 # The layer
 # --------------------------------------------------------------------------------------------
 class EMCLLayer(nn.Module):
@@ -257,11 +319,11 @@ class EMCLLayer(nn.Module):
 
     def __init__(
         self,
-        k: int = 32,
-        iters: int = 9,
-        lam: float = 1.0,
-        beta: float = 3.0,
-        momentum: float = 0.9,
+        k: int = EMCL_NET_DEFAULTS.k,
+        iters: int = EMCL_NET_DEFAULTS.iters,
+        lam: float = EMCL_NET_DEFAULTS.lam,
+        beta: float = EMCL_NET_DEFAULTS.beta,
+        momentum: float = PRIOR_MOMENTUM,
         init: Literal["prior", "data"] = "prior",
         seed: int = 0,
     ) -> None:
@@ -329,64 +391,3 @@ class EMCLLayer(nn.Module):
         self.prior.mul_(self.momentum).add_(
             (1.0 - self.momentum) * mean_over_rows.to(self.prior)[None]
         )
-
-
-# --------------------------------------------------------------------------------------------
-# Knobs as data
-# --------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class EMParams:
-    """One setting of the EMCL knobs, validated on construction (configs reject bad values early).
-
-    ``init`` is ``"prior"`` (a trained layer's prior, passed to :meth:`run`), ``"reference"`` or
-    ``"data"``; ``seed`` seeds the reference and data initialisations.
-    """
-
-    k: int = 32
-    iters: int = 9
-    lam: float = 1.0
-    beta: float = 3.0
-    init: InitName = "reference"
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        check_k(self.k)
-        check_iters(self.iters)
-        object.__setattr__(self, "lam", check_lam(self.lam))
-        object.__setattr__(self, "beta", check_beta(self.beta))
-        if self.init not in ("prior", "reference", "data"):
-            raise ValueError(f"init must be 'prior', 'reference' or 'data', got {self.init!r}")
-        if not _is_int(self.seed):
-            raise ValueError(f"seed must be an integer, got {self.seed!r}")
-
-    def generator(self) -> torch.Generator:
-        return torch.Generator().manual_seed(self.seed)
-
-    def resolve_init(self, prior: Tensor | None = None) -> Init:
-        """The ``init`` argument for :func:`emcl_transform`; ``"prior"`` needs a matching prior."""
-        if self.init != "prior":
-            return self.init
-        if prior is None:
-            raise ValueError("init='prior' needs a trained EMCL prior (an EMCL checkpoint)")
-        if prior.shape[-1] != self.k:
-            raise ValueError(
-                f"init='prior' needs k={prior.shape[-1]} (the trained K), got k={self.k}"
-            )
-        return prior
-
-    def run(self, x: Tensor, prior: Tensor | None = None) -> EMCLResult:
-        """EMCL on ``x`` ``[..., N, D]`` with these knobs (never updates any prior)."""
-        return emcl_transform(
-            x,
-            k=self.k,
-            iters=self.iters,
-            lam=self.lam,
-            beta=self.beta,
-            init=self.resolve_init(prior),
-            generator=self.generator(),
-        )
-
-
-# The reference settings (docs/method.md §2.3).
-EMCL_NET_DEFAULTS = EMParams(k=32, iters=9, lam=1.0, beta=3.0, init="reference", seed=0)
-INFERENCE_MODULE_DEFAULTS = EMParams(k=7, iters=10, lam=0.1, beta=4.0, init="reference", seed=42)

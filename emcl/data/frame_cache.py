@@ -1,10 +1,10 @@
 """Decode every clip once and keep its sampled frames at model resolution on disk.
 
 Training reads frames from one uint8 array ``[N, T, S, S, 3]`` instead of decoding per step.
-Frames are decoded exactly as the gallery does (emcl/data/gallery.py: uniform sampler, short side
-resized to S in the decoder, centre crop), so training, evaluation and the app see the same
-pixels. The file is keyed by the clip list (path, size, mtime), the frame count and S, so a
-change of any of them makes a new cache. Clips that fail to decode are skipped and reported
+Frames are decoded exactly as the gallery does (emcl/data/gallery/extract.py: uniform sampler,
+short side resized to S in the decoder, centre crop), so training, evaluation and the app see
+the same pixels. The file is keyed by the clip list (path, size, mtime), the frame count and S,
+so a change of any of them makes a new cache. Clips that fail to decode are skipped and reported
 with their reason (docs/reliability.md §1); the run goes on.
 """
 

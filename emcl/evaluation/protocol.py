@@ -1,19 +1,19 @@
 """The evaluation protocol: base vs EMCL retrieval rows, the inference-module rows, sweeps.
 
-Rows (docs/method.md §2), all with the EMCL-Net protocol the models are trained with
-(text-conditioned frame pooling, cosine; EM per 32 texts x 32 videos block, as the reference
-evaluates):
+Rows (docs/method.md §2), all in the protocol the models are trained with (``trained``:
+text-conditioned frame pooling, cosine; one EM run per block of captions × videos as the
+reference evaluates, emcl.core.protocols):
 
 - ``base``: the base checkpoint (trained without EMCL), no EMCL;
 - ``base+emcl``: the same features with EMCL added at inference only (the authors' reference
-  initialisation and EMCL-Net knobs: K=32, 9 iterations, lam=1, beta=3);
+  initialisation and EMCL-Net's knobs, ``EMCL_NET_DEFAULTS``);
 - ``emcl``: the checkpoint trained jointly with EMCL, with its learned prior.
 
 Each row has t2v and v2t R@1/5/10, MdR, MnR, plain and with the inverted softmax (tau=0.01,
-docs/method.md §3). Extra rows use the inference-module protocol (mean-pooled videos, EM on
-``[videos; texts]``, 64 x 64 blocks, K=7, 10 iterations, lam=0.1, beta=4; docs/method.md §2.2).
-Sweeps vary beta, K, the iterations and lam. The reports are emcl/evaluation/report.py; the
-command is ``python -m emcl evaluate`` (emcl/cli/evaluate.py).
+docs/method.md §3). Extra rows use the inference-module protocol (``inference``: mean-pooled
+videos, EM on ``[videos; texts]``, ``INFERENCE_MODULE_DEFAULTS``; docs/method.md §2.2).
+Sweeps (emcl/evaluation/sweep.py) vary beta, K, the iterations and lam. The reports are
+emcl/evaluation/report.py; the command is ``python -m emcl evaluate`` (emcl/cli/evaluate.py).
 """
 
 from __future__ import annotations
@@ -21,16 +21,18 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from torch import Tensor
 
 from emcl.core.em import EMCL_NET_DEFAULTS, INFERENCE_MODULE_DEFAULTS, EMParams
+from emcl.core.protocols import BLOCK, INFERENCE, PROTOCOLS, TRAINED, Protocol
 from emcl.data.datasets import read_dataset
-from emcl.data.demo_world import ensure_demo_world
 from emcl.data.gallery import build_gallery
+from emcl.data.world import ensure_demo_world
+from emcl.evaluation.sweep import Curve, Measure, Metrics, Sweep, run_sweep
 from emcl.model.checkpoint import read_config
 from emcl.model.encoder import Encoder
 from emcl.paths import (
@@ -51,7 +53,7 @@ class EvalConfig:
     checkpoint: str  # jointly trained with EMCL
     base_checkpoint: str  # trained without EMCL
     split: str = "test"
-    inference_em: EMParams = EMCL_NET_DEFAULTS  # base+emcl knobs (EMCL-Net protocol)
+    inference_em: EMParams = EMCL_NET_DEFAULTS  # base+emcl knobs (as-trained protocol)
     module_em: EMParams = INFERENCE_MODULE_DEFAULTS  # the inference-module protocol's knobs
     betas: tuple[float, ...] = (0.0, 1.0, 2.0, 3.0, 4.0)
     ks: tuple[int, ...] = (2, 8, 32, 64)
@@ -133,14 +135,14 @@ def extract(
 def scores(
     features: Features,
     params: EMParams | None,
-    protocol: str = "emclnet",
+    protocol: Protocol = TRAINED,
 ) -> Tensor:
     """``[Nt, Nv]`` similarity in the reference block protocol (``params=None``: no EMCL)."""
     prior = features.prior if params is not None and params.init == "prior" else None
     return similarity_matrix(
         features.text,
-        videos=features.video if protocol == "inference" else None,
-        frames=features.frames if protocol == "emclnet" else None,
+        videos=features.video if protocol == INFERENCE else None,
+        frames=features.frames if protocol == TRAINED else None,
         params=params,
         prior=prior,
         protocol=protocol,
@@ -193,7 +195,7 @@ def evaluate(
     joint_em = joint_config.emcl.params()
     t_features = time.perf_counter() - t0
 
-    def row(features: Features, params: EMParams | None, protocol: str = "emclnet") -> dict:
+    def row(features: Features, params: EMParams | None, protocol: Protocol = TRAINED) -> dict:
         result = metrics(scores(features, params, protocol), features)
         return result | {"protocol": protocol, "em": params_dict(params)}
 
@@ -202,8 +204,8 @@ def evaluate(
         "base+emcl": row(base, cfg.inference_em),
         "emcl": row(joint, joint_em),
         "inference_module": {
-            "base": row(base, None, "inference"),
-            "base+emcl": row(base, cfg.module_em, "inference"),
+            "base": row(base, None, INFERENCE),
+            "base+emcl": row(base, cfg.module_em, INFERENCE),
         },
     }
     if sweeps:
@@ -216,7 +218,7 @@ def evaluate(
         "skipped": base.skipped,
         "checkpoint": str(cfg.checkpoint),
         "base_checkpoint": str(cfg.base_checkpoint),
-        "blocks": {"emclnet": [32, 32], "inference": [64, 64]},
+        "blocks": {protocol: list(BLOCK[protocol]) for protocol in PROTOCOLS},
         "dsl_temperature": DSL_TEMPERATURE,
         "feature_seconds": round(t_features, 1),
         "seconds": round(time.perf_counter() - t0, 1),
@@ -226,38 +228,46 @@ def evaluate(
 
 def run_sweeps(
     cfg: EvalConfig, base: Features, joint: Features, joint_em: EMParams
-) -> dict[str, list[dict]]:
-    """R@1 along one knob at a time (the others at the row's setting)."""
+) -> dict[str, dict[str, Any]]:
+    """Metrics along one knob at a time (the others at the row's setting), as
+    :class:`~emcl.evaluation.sweep.Sweep` JSON keyed by sweep name."""
+    without_em: dict[tuple[int, str], Metrics] = {}  # one reference per model and protocol
 
-    def point(features: Features, params: EMParams, knob: str, value: float, protocol: str) -> dict:
-        result = metrics(scores(features, params, protocol), features)
-        return {
-            knob: value,
-            "t2v_R1": result["t2v"]["R1"],
-            "v2t_R1": result["v2t"]["R1"],
-            "t2v_R1_inverted_softmax": result["inverted_softmax"]["t2v"]["R1"],
-            "v2t_R1_inverted_softmax": result["inverted_softmax"]["v2t"]["R1"],
-        }
+    def measure(features: Features, protocol: Protocol = TRAINED) -> Measure:
+        def at(params: EMParams | None) -> Metrics:
+            if params is not None:
+                return metrics(scores(features, params, protocol), features)
+            key = (id(features), protocol)
+            if key not in without_em:
+                without_em[key] = metrics(scores(features, None, protocol), features)
+            return without_em[key]
 
-    def sweep(
-        features: Features, params: EMParams, knob: str, values, protocol="emclnet", **fixed
-    ) -> list[dict]:
-        return [
-            point(features, dataclasses.replace(params, **{knob: v}, **fixed), knob, v, protocol)
-            for v in values
-        ]
+        return at
 
     em = cfg.inference_em
-    return {
-        "beta/base+emcl": sweep(base, em, "beta", cfg.betas),
-        "beta/emcl": sweep(joint, joint_em, "beta", cfg.betas),
-        "k/base+emcl": sweep(base, em, "k", cfg.ks),
-        "iters/base+emcl": sweep(base, em, "iters", cfg.iters),
-        "lam/base+emcl(data init)": sweep(base, em, "lam", cfg.lams, init="data"),
-        "beta/base+emcl(inference module)": sweep(
-            base, cfg.module_em, "beta", cfg.module_betas, "inference"
+    plain = {"base+emcl": Curve(em, measure(base), "base")}
+    sweeps: dict[str, Sweep] = {
+        "beta": run_sweep(
+            "beta", cfg.betas, plain | {"emcl": Curve(joint_em, measure(joint), "emcl, no EM")}
+        ),
+        "k": run_sweep("k", cfg.ks, plain),
+        "iters": run_sweep("iters", cfg.iters, plain),
+        "lam": run_sweep(
+            "lam",
+            cfg.lams,
+            {"base+emcl (data init)": Curve(replace(em, init="data"), measure(base), "base")},
+        ),
+        "beta (inference module)": run_sweep(
+            "beta",
+            cfg.module_betas,
+            {
+                "base+emcl (inference module)": Curve(
+                    cfg.module_em, measure(base, INFERENCE), "base (inference module)"
+                )
+            },
         ),
     }
+    return {name: sweep.to_json() for name, sweep in sweeps.items()}
 
 
 __all__ = [

@@ -3,18 +3,14 @@ EMCL, and the modality gap (projection and caching in :mod:`emcl.explorer.projec
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import torch
 
+from emcl.explorer.context import ServiceContext
 from emcl.explorer.knobs import KnobError, Knobs
 from emcl.explorer.projection import modality_gap, project
-from emcl.explorer.results import MapResult
+from emcl.explorer.results import MapResult, Progress, no_progress
 from emcl.explorer.snapshot import Snapshot
-
-if TYPE_CHECKING:
-    from emcl.explorer.service import Explorer, Progress
 
 # Points per map (videos + captions). UMAP's fit grows faster than linearly: on 2 busy cores
 # a map (two fits) of 1,000 points took 14 s, of 2,000 61 s and of 3,000 74 s (python -m
@@ -32,9 +28,10 @@ def sample_rows(n: int, limit: int, seed: int) -> np.ndarray:
 
 
 def embedding_map(
-    explorer: Explorer,
+    ctx: ServiceContext,
     knobs: Knobs,
-    progress: Progress,
+    progress: Progress = no_progress,
+    *,
     max_points: int = MAX_MAP_POINTS,
     method: str = "auto",
 ) -> MapResult:
@@ -43,16 +40,16 @@ def embedding_map(
     ``max_points`` a seeded sample of the videos (half the points) and of their captions is
     mapped, and the note says so. ``method``: auto (UMAP, PCA below 15 points), umap or pca;
     results are cached per input."""
-    snap = explorer.snapshot
+    snap = ctx.snapshot
     view = snap.view(knobs.mode)
     key = (snap.version, view.name, knobs.em_key(), max_points, method)
-    return explorer.caches.maps.get_or_compute(
-        key, lambda: _embedding_map(explorer, snap, knobs, progress, max_points, method)
+    return ctx.caches.maps.get_or_compute(
+        key, lambda: _embedding_map(ctx, snap, knobs, progress, max_points, method)
     )
 
 
 def _embedding_map(
-    explorer: Explorer,
+    ctx: ServiceContext,
     snap: Snapshot,
     knobs: Knobs,
     progress: Progress,
@@ -60,7 +57,7 @@ def _embedding_map(
     method: str,
 ) -> MapResult:
     view = snap.view(knobs.mode)
-    params, prior = knobs.params(), explorer.prior(knobs)
+    params, prior = knobs.params(), ctx.prior(knobs)
     ids = [r.video_id for r in snap.records]  # index rows are gallery positions
     total_videos, total_captions = len(view.index), len(snap.captions)
     videos = sample_rows(total_videos, max_points // 2, knobs.seed).tolist()
@@ -74,7 +71,7 @@ def _embedding_map(
     with torch.inference_mode():
         after = params.run(stacked, prior).embeddings
     progress(0.1, "projecting (before EMCL)")
-    cache = explorer.map_cache_dir
+    cache = ctx.map_cache_dir
     before_xy, used = project(stacked.numpy(), method=method, seed=knobs.seed, cache_dir=cache)
     progress(0.55, "projecting (after EMCL)")
     after_xy, _ = project(after.numpy(), method=method, seed=knobs.seed, cache_dir=cache)
@@ -106,9 +103,9 @@ def _note(n_videos: int, videos: int, n_captions: int, captions: int, limit: int
     )
 
 
-def map_item(explorer: Explorer, item_id: object) -> tuple[str, str | None, str]:
+def map_item(ctx: ServiceContext, item_id: object) -> tuple[str, str | None, str]:
     """``(video_id, caption or None, kind)`` for a map point id (``video:`` / ``text:``)."""
-    snap = explorer.snapshot
+    snap = ctx.snapshot
     if isinstance(item_id, str) and item_id.startswith("text:"):
         number = item_id.removeprefix("text:")
         if number.isdigit() and int(number) < len(snap.captions):
@@ -116,6 +113,6 @@ def map_item(explorer: Explorer, item_id: object) -> tuple[str, str | None, str]
             return snap.caption_video[i], snap.captions[i], "text"
     if isinstance(item_id, str) and item_id.startswith("video:"):
         video_id = item_id.removeprefix("video:")
-        explorer.video_path(video_id)
+        snap.record(video_id)  # refuses anything but a known id
         return video_id, None, "video"
     raise KnobError(f"unknown map item {str(item_id)[:80]!r}")

@@ -2,7 +2,9 @@
 
 Validation happens here and nowhere else in the app: every value a :class:`Knobs` holds is
 inside :data:`LIMITS`, where every setting gives finite scores (the EM itself accepts wider
-ranges, see :class:`emcl.core.em.EMParams`). Messages are meant for the user.
+ranges, see :class:`emcl.core.em.EMParams`). Messages are meant for the user. What each knob
+means is written once, in emcl/explorer/knob_docs.py (shown on the page, in the API
+descriptions and in docs/knobs.md).
 """
 
 from __future__ import annotations
@@ -10,18 +12,17 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import asdict, astuple, dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from emcl.core.em import EMParams
+from emcl.core.em import EMCL_NET_DEFAULTS, EMParams
 from emcl.retrieval.ranking import CONTEXTS
 
 MODES = ("joint", "inference")
 INITS = ("prior", "reference", "data")
 SWEEPS = ("beta", "k", "iters", "lam")
-METRIC_PROTOCOLS = ("trained", "inference")  # docs/method.md §2.1, §2.2
 
 # What the UI and the API accept (the sliders use the same bounds).
 LIMITS: dict[str, tuple[float, float]] = {
@@ -36,6 +37,12 @@ LIMITS: dict[str, tuple[float, float]] = {
 }
 MAX_QUERY_CHARS = 1000  # far beyond any tokenizer context; longer input is cut before tokenising
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+# The knobs by name, in the page's order; the EM ones live in ``Knobs.em``.
+EM_KNOBS = ("beta", "k", "iters", "lam", "init", "seed")
+NAMES = ("mode", *EM_KNOBS, "context", "shortlist", "isoftmax", "isoftmax_temp", "top_k")
+# The default EM setting: the EMCL-Net checkpoint's own, starting from its trained prior.
+DEFAULT_EM = replace(EMCL_NET_DEFAULTS, init="prior")
 
 
 class KnobError(ValueError):
@@ -69,68 +76,103 @@ def choice(name: str, value: object, choices: Sequence[str]) -> str:
     return str(value)
 
 
-@dataclass(frozen=True)
+def _em(values: dict[str, Any]) -> EMParams:
+    """The EM knobs checked against :data:`LIMITS`, as an :class:`EMParams`."""
+    return EMParams(
+        k=_integer("k", values["k"]),
+        iters=_integer("iters", values["iters"]),
+        lam=_number("lam", values["lam"]),
+        beta=_number("beta", values["beta"]),
+        init=choice("init", values["init"], INITS),  # type: ignore[arg-type]
+        seed=_integer("seed", values["seed"]),
+    )
+
+
+def _em_knob(name: str) -> property:
+    return property(lambda self: getattr(self.em, name), doc=f"``em.{name}``")
+
+
+@dataclass(frozen=True, init=False)
 class Knobs:
     """One setting of every knob, validated on construction (:class:`KnobError` otherwise).
 
-    ``mode``: ``joint`` ranks with the jointly trained EMCL checkpoint plus EM at inference;
-    ``inference`` ranks with the base checkpoint plus EM at inference only (``beta=0`` gives
-    the base ranking exactly). The EM knobs are ``beta``, ``k``, ``iters``, ``lam`` (the
-    E-step temperature), ``init`` and ``seed``; ``context`` says which rows share one EM run
-    (docs/design.md, "EM contexts").
+    The EM knobs are one :class:`~emcl.core.em.EMParams`, ``em`` (read them as ``knobs.em`` or
+    as ``knobs.k``, ``knobs.beta``, ...); the others pick the model (``mode``), the rows that
+    share one EM run (``context``, ``shortlist``) and what is shown. Built from flat keywords,
+    as the page and the API send them (``Knobs(mode=..., beta=..., k=...)``), from an ``em``
+    plus flat overrides, or by :func:`dataclasses.replace` with either.
     """
 
-    mode: str = "joint"
-    beta: float = 3.0
-    k: int = 32
-    iters: int = 9
-    lam: float = 1.0
-    init: str = "prior"
-    seed: int = 0
-    context: str = "shortlist"
-    shortlist: int = 64
-    isoftmax: bool = False
-    isoftmax_temp: float = 0.01
-    top_k: int = 8
+    mode: str
+    em: EMParams
+    context: str
+    shortlist: int
+    isoftmax: bool
+    isoftmax_temp: float
+    top_k: int
 
-    def __post_init__(self) -> None:
+    beta = _em_knob("beta")
+    k = _em_knob("k")
+    iters = _em_knob("iters")
+    lam = _em_knob("lam")
+    init = _em_knob("init")
+    seed = _em_knob("seed")
+
+    def __init__(
+        self,
+        *,
+        mode: str = "joint",
+        em: EMParams = DEFAULT_EM,
+        context: str = "shortlist",
+        shortlist: int = 64,
+        isoftmax: bool = False,
+        isoftmax_temp: float = 0.01,
+        top_k: int = 8,
+        **em_knobs: Any,
+    ) -> None:
+        unknown = sorted(set(em_knobs) - set(EM_KNOBS))
+        if unknown:
+            raise KnobError(f"unknown knob(s): {', '.join(unknown)}")
+        if not isinstance(em, EMParams):
+            raise KnobError(f"em must be an EMParams, got {type(em).__name__}")
         set_ = object.__setattr__
-        set_(self, "mode", choice("mode", self.mode, MODES))
-        set_(self, "init", choice("init", self.init, INITS))
-        set_(self, "context", choice("context", self.context, CONTEXTS))
-        for name in ("beta", "lam", "isoftmax_temp"):
-            set_(self, name, _number(name, getattr(self, name)))
-        for name in ("k", "iters", "seed", "shortlist", "top_k"):
-            set_(self, name, _integer(name, getattr(self, name)))
-        if not isinstance(self.isoftmax, bool | np.bool_):
-            raise KnobError(f"isoftmax must be true or false, got {self.isoftmax!r}")
-        set_(self, "isoftmax", bool(self.isoftmax))
+        set_(self, "mode", choice("mode", mode, MODES))
+        set_(self, "em", _em(asdict(em) | em_knobs))  # flat values override em's
+        set_(self, "context", choice("context", context, CONTEXTS))
+        set_(self, "shortlist", _integer("shortlist", shortlist))
+        set_(self, "isoftmax_temp", _number("isoftmax_temp", isoftmax_temp))
+        set_(self, "top_k", _integer("top_k", top_k))
+        if not isinstance(isoftmax, bool | np.bool_):
+            raise KnobError(f"isoftmax must be true or false, got {isoftmax!r}")
+        set_(self, "isoftmax", bool(isoftmax))
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(cls))
+        """Every knob's flat name, in the page's order (the API's parameter names)."""
+        return NAMES
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Knobs:
-        unknown = sorted(set(values) - set(cls.names()))
+        unknown = sorted(set(values) - set(NAMES))
         if unknown:
             raise KnobError(f"unknown knob(s): {', '.join(unknown)}")
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.names()}
+        """The flat form, the inverse of :meth:`from_dict`."""
+        return {name: getattr(self, name) for name in NAMES}
 
     def params(self) -> EMParams:
-        return EMParams(self.k, self.iters, self.lam, self.beta, self.init, self.seed)  # type: ignore[arg-type]
+        return self.em
 
     def em_key(self) -> tuple:
         """What one EM run depends on (not the mode, top-k or the inverted softmax)."""
-        return (self.k, self.iters, self.lam, self.beta, self.init, self.seed)
+        return astuple(self.em)
 
     def em_run_key(self) -> tuple:
         """What the EM iterations depend on: :meth:`em_key` without β, which only scales the
         reconstruction afterwards."""
-        return (self.k, self.iters, self.lam, self.init, self.seed)
+        return tuple(v for name, v in asdict(self.em).items() if name != "beta")
 
     def summary(self) -> str:
         """One line for status and table captions."""
@@ -157,11 +199,13 @@ def clean_text(text: object, what: str = "the query") -> tuple[str, bool]:
 
 
 __all__ = [
+    "DEFAULT_EM",
+    "EM_KNOBS",
     "INITS",
     "LIMITS",
     "MAX_QUERY_CHARS",
-    "METRIC_PROTOCOLS",
     "MODES",
+    "NAMES",
     "SWEEPS",
     "KnobError",
     "Knobs",

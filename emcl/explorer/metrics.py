@@ -16,24 +16,23 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import replace
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from emcl.core.em import rec_ratios
-from emcl.explorer.knobs import METRIC_PROTOCOLS, SWEEPS, KnobError, Knobs, choice
-from emcl.explorer.results import MetricsResult, SweepResult
+from emcl.core.protocols import BLOCK, INFERENCE, PROTOCOLS, TRAINED
+from emcl.evaluation.sweep import Curve, run_sweep
+from emcl.explorer.context import ServiceContext
+from emcl.explorer.knobs import SWEEPS, KnobError, Knobs, choice
+from emcl.explorer.latest import LatestWins
+from emcl.explorer.results import MetricsResult, Progress, SweepResult, no_progress
 from emcl.explorer.snapshot import ModelView, Snapshot
-from emcl.retrieval.blocks import DEFAULT_BLOCK, similarity_matrix
-from emcl.retrieval.emclnet_table import EMCLNET_BLOCK, EmclNetTable, TableTerms
+from emcl.retrieval.blocks import similarity_matrix
+from emcl.retrieval.emclnet_table import EmclNetTable, TableTerms
 from emcl.retrieval.metrics import retrieval_metrics
 
-if TYPE_CHECKING:
-    from emcl.explorer.service import Explorer, Progress
-
-METRICS_BLOCK = DEFAULT_BLOCK["inference"]  # (texts, videos) per EM run, inference protocol
+METRICS_BLOCK = BLOCK[INFERENCE]  # (texts, videos) per EM run, inference protocol
 # The trained protocol keeps Nt × Nv × T pooling weights and a D × D matrix per block; above
 # this many floats the page offers the inference protocol instead.
 MAX_TABLE_FLOATS = 96_000_000
@@ -60,14 +59,14 @@ def table_floats(view: ModelView) -> int:
     """Floats the trained-protocol table of ``view`` keeps (pooling weights + Gram matrices)."""
     n_texts, n_videos = view.base_sim.shape
     num_frames, dim = view.frames.shape[1], view.frames.shape[2]
-    blocks = -(-n_texts // EMCLNET_BLOCK[0]) * -(-n_videos // EMCLNET_BLOCK[1])
+    blocks = -(-n_texts // BLOCK[TRAINED][0]) * -(-n_videos // BLOCK[TRAINED][1])
     return n_texts * n_videos * (num_frames + 2) + blocks * dim * (dim + 1)
 
 
-def table(explorer: Explorer, snap: Snapshot, view: ModelView) -> EmclNetTable:
+def table(ctx: ServiceContext, snap: Snapshot, view: ModelView) -> EmclNetTable:
     """The trained-protocol engine for ``view`` (built on first use; seconds)."""
     key = (snap.version, view.name)
-    hit = explorer.caches.tables.get(key)
+    hit = ctx.caches.tables.get(key)
     if hit is not None:
         return hit
     if table_floats(view) > MAX_TABLE_FLOATS:
@@ -77,7 +76,7 @@ def table(explorer: Explorer, snap: Snapshot, view: ModelView) -> EmclNetTable:
             f"{table_floats(view) * 4 / 1e9:.1f} GB; use the inference-module protocol"
         )
     with _table_lock:
-        return explorer.caches.tables.get_or_compute(
+        return ctx.caches.tables.get_or_compute(
             key,
             lambda: EmclNetTable(
                 view.sentences, view.frames, temperature=view.encoder.config.frame_temp
@@ -85,12 +84,12 @@ def table(explorer: Explorer, snap: Snapshot, view: ModelView) -> EmclNetTable:
         )
 
 
-def table_terms(explorer: Explorer, snap: Snapshot, view: ModelView, knobs: Knobs) -> TableTerms:
+def table_terms(ctx: ServiceContext, snap: Snapshot, view: ModelView, knobs: Knobs) -> TableTerms:
     """One EM run per block at ``knobs`` (β does not enter the EM: it is not in the key)."""
-    engine = table(explorer, snap, view)
+    engine = table(ctx, snap, view)
     key = (snap.version, view.name, knobs.em_run_key())
-    return explorer.caches.terms.get_or_compute(
-        key, lambda: engine.terms(knobs.params(), explorer.prior(knobs))
+    return ctx.caches.terms.get_or_compute(
+        key, lambda: engine.terms(knobs.params(), ctx.prior(knobs))
     )
 
 
@@ -98,27 +97,27 @@ def table_terms(explorer: Explorer, snap: Snapshot, view: ModelView, knobs: Knob
 # Similarity matrices
 # --------------------------------------------------------------------------------------------
 def similarity(
-    explorer: Explorer,
+    ctx: ServiceContext,
     snap: Snapshot,
     view: ModelView,
     knobs: Knobs | None,
-    protocol: str = "trained",
+    protocol: str = TRAINED,
 ) -> Tensor:
     """Captions × videos ``[Nt, M]`` with EM at ``knobs`` (``None``: without EM)."""
-    if protocol == "trained":
-        engine = table(explorer, snap, view)
+    if protocol == TRAINED:
+        engine = table(ctx, snap, view)
         if knobs is None or knobs.iters == 0 or knobs.beta == 0.0:
             return engine.base_scores()
-        return table_terms(explorer, snap, view, knobs).scores(knobs.beta)
+        return table_terms(ctx, snap, view, knobs).scores(knobs.beta)
     if knobs is None:
         return view.base_sim
     key = (snap.version, view.name, protocol, knobs.em_key(), knobs.context == "gallery")
-    return explorer.caches.similarity.get_or_compute(
-        key, lambda: _inference_similarity(explorer, view, knobs)
+    return ctx.caches.similarity.get_or_compute(
+        key, lambda: _inference_similarity(ctx, view, knobs)
     )
 
 
-def _inference_similarity(explorer: Explorer, view: ModelView, knobs: Knobs) -> Tensor:
+def _inference_similarity(ctx: ServiceContext, view: ModelView, knobs: Knobs) -> Tensor:
     n_texts, n_videos = view.base_sim.shape
     whole = knobs.context == "gallery"
     blocks = (max(1, n_texts), max(1, n_videos)) if whole else METRICS_BLOCK
@@ -127,8 +126,8 @@ def _inference_similarity(explorer: Explorer, view: ModelView, knobs: Knobs) -> 
             view.texts,
             videos=view.index.embeddings,
             params=knobs.params(),
-            prior=explorer.prior(knobs),
-            protocol="inference",
+            prior=ctx.prior(knobs),
+            protocol=INFERENCE,
             block_texts=blocks[0],
             block_videos=blocks[1],
         )
@@ -150,17 +149,24 @@ def _need_captions(snap: Snapshot) -> None:
 
 
 def metrics(
-    explorer: Explorer,
+    ctx: ServiceContext,
     knobs: Knobs,
-    protocol: str,
-    progress: Progress,
+    protocol: str = TRAINED,
+    progress: Progress = no_progress,
 ) -> MetricsResult:
     """t2v and v2t metrics of: base; base + EMCL at inference (these knobs); and, with an
     EMCL checkpoint, that model without EM and with EM (joint), in ``protocol``
-    (``trained`` or ``inference``, see the module doc)."""
+    (``trained`` or ``inference``, see the module doc). A call that arrives while another
+    runs for the same protocol is answered by the next run, with the newest knobs
+    (``result.knobs`` says which; docs/reliability.md §4)."""
+    channel = ctx.latest.setdefault(protocol, LatestWins())
+    return channel.call(lambda: _metrics(ctx, knobs, protocol, progress))
+
+
+def _metrics(ctx: ServiceContext, knobs: Knobs, protocol: str, progress: Progress) -> MetricsResult:
     start = time.perf_counter()
-    protocol = choice("protocol", protocol, METRIC_PROTOCOLS)
-    snap = explorer.snapshot
+    protocol = choice("protocol", protocol, PROTOCOLS)
+    snap = ctx.snapshot
     _need_captions(snap)
     views = [("base", snap.base, "base+emcl")]
     if snap.emcl is not None:
@@ -170,9 +176,9 @@ def metrics(
         for i, (plain, view, with_em) in enumerate(views):
             progress(i / len(views), f"{view.name} model")
             for name, point in ((plain, None), (with_em, knobs)):
-                sim = similarity(explorer, snap, view, point, protocol)
+                sim = similarity(ctx, snap, view, point, protocol)
                 rows.append((ROWS[name], _scored(snap, sim, knobs)))
-        effective_k, rec_ratio = em_size(explorer, snap, knobs, protocol)
+        effective_k, rec_ratio = em_size(ctx, snap, knobs, protocol)
     progress(1.0, "done")
     return MetricsResult(
         knobs=knobs,
@@ -189,8 +195,8 @@ def metrics(
 
 def describe(protocol: str, knobs: Knobs) -> str:
     """Which rows share one EM run, in words."""
-    if protocol == "trained":
-        texts, videos = EMCLNET_BLOCK
+    if protocol == TRAINED:
+        texts, videos = BLOCK[TRAINED]
         return (
             "as trained (EMCL-Net: text-conditioned pooling, "
             f"one EM run per block of {texts} captions × {videos} videos)"
@@ -201,21 +207,21 @@ def describe(protocol: str, knobs: Knobs) -> str:
     return f"inference-module protocol, one EM run per block of {texts} × {videos}"
 
 
-def em_size(explorer: Explorer, snap: Snapshot, knobs: Knobs, protocol: str) -> tuple[int, float]:
+def em_size(ctx: ServiceContext, snap: Snapshot, knobs: Knobs, protocol: str) -> tuple[int, float]:
     """(effective K, median over the EM's rows of ``|β μ z^T| / |x|``) for the active model
     (``knobs.mode``): over every block in the trained protocol, over the first metrics block
     in the inference protocol (0 and 0.0 when the EM is off)."""
     view = snap.view(knobs.mode)
     if knobs.iters == 0 or len(view.index) == 0 or len(snap.captions) == 0:
         return 0, 0.0
-    if protocol == "trained":
-        terms = table_terms(explorer, snap, view, knobs)
+    if protocol == TRAINED:
+        terms = table_terms(ctx, snap, view, knobs)
         return terms.effective_k, terms.rec_ratio(knobs.beta)
     n_texts, n_videos = METRICS_BLOCK
     videos = view.index.embeddings[:n_videos].float()
     rows = torch.cat([videos, view.texts[:n_texts]])
     with torch.inference_mode():
-        result = knobs.params().run(rows, explorer.prior(knobs))
+        result = knobs.params().run(rows, ctx.prior(knobs))
         ratios = rec_ratios(rows, result.reconstruction, knobs.beta)
         return int(result.effective_k), float(ratios.median())
 
@@ -224,43 +230,48 @@ def em_size(explorer: Explorer, snap: Snapshot, knobs: Knobs, protocol: str) -> 
 # Sweeps
 # --------------------------------------------------------------------------------------------
 def sweep(
-    explorer: Explorer, knobs: Knobs, name: str, progress: Progress, protocol: str = "trained"
+    ctx: ServiceContext,
+    knobs: Knobs,
+    name: str,
+    progress: Progress = no_progress,
+    protocol: str = TRAINED,
 ) -> SweepResult:
     """Metrics over the preset values of one knob (``beta``, ``k``, ``iters``, ``lam``),
-    the other knobs as given, for base + EMCL at inference and the joint model."""
+    the other knobs as given, for base + EMCL at inference and the joint model
+    (emcl/evaluation/sweep.py, the engine ``python -m emcl evaluate`` sweeps with)."""
     name = choice("sweep", name, SWEEPS)
-    protocol = choice("protocol", protocol, METRIC_PROTOCOLS)
-    snap = explorer.snapshot
+    protocol = choice("protocol", protocol, PROTOCOLS)
+    snap = ctx.snapshot
     _need_captions(snap)
     if name == "k" and knobs.init == "prior":
         raise KnobError(
             "the trained prior exists for one K only: pick init 'reference' or 'data' to sweep K"
         )
-    values = list(SWEEP_VALUES[name])
-    models = [(ROWS["base+emcl"], snap.base)]
+
+    def curve(view: ModelView, reference: str) -> Curve:
+        def measure(point: Knobs | None) -> Metrics:
+            return _scored(snap, similarity(ctx, snap, view, point, protocol), knobs)
+
+        return Curve(knobs, measure, ROWS[reference])
+
+    curves = {ROWS["base+emcl"]: curve(snap.base, "base")}
     if snap.emcl is not None:
-        models.append((ROWS["emcl+em"], snap.emcl))
-    series: dict[str, list[Metrics]] = {label: [] for label, _ in models}
+        curves[ROWS["emcl+em"]] = curve(snap.emcl, "emcl")
     with torch.inference_mode():
-        for i, value in enumerate(values):
-            progress(i / len(values), f"{name} = {value:g}")
-            point = replace(knobs, **{name: int(value) if name in ("k", "iters") else value})
-            for label, view in models:
-                sim = similarity(explorer, snap, view, point, protocol)
-                series[label].append(_scored(snap, sim, knobs))
-        reference = {
-            ROWS["base"]: _scored(
-                snap, similarity(explorer, snap, snap.base, None, protocol), knobs
-            )
-        }
-        if snap.emcl is not None:
-            sim = similarity(explorer, snap, snap.emcl, None, protocol)
-            reference[ROWS["emcl"]] = _scored(snap, sim, knobs)
+        swept = run_sweep(name, SWEEP_VALUES[name], curves, progress)
     progress(1.0, "done")
-    context = (
-        "32 × 32 blocks"
-        if protocol == "trained"
-        else ("gallery EM context" if knobs.context == "gallery" else "64 × 64 blocks")
-    )
+    whole = protocol == INFERENCE and knobs.context == "gallery"
+    context = "gallery EM context" if whole else "{} × {} blocks".format(*BLOCK[protocol])
     notes = [describe(protocol, knobs).split(" (")[0], context]
-    return SweepResult(name, [float(v) for v in values], series, reference, notes)
+    return SweepResult(name, swept.values, swept.series, swept.reference, notes)
+
+
+def warm_up(ctx: ServiceContext) -> None:
+    """Build the trained-protocol tables now (seconds) rather than on the first request."""
+    snap = ctx.snapshot
+    for view in (snap.base, snap.emcl):
+        if view is not None and len(snap.captions):
+            try:
+                table(ctx, snap, view)
+            except KnobError:
+                return  # too large: the page says so when asked

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +13,12 @@ from emcl.explorer.knobs import Knobs
 from emcl.retrieval.ranking import Hit
 
 METRIC_KEYS = ("R1", "R5", "R10", "MdR", "MnR")
+Progress = Callable[[float, str], None]  # progress(fraction done, what is running)
+
+
+def no_progress(fraction: float, message: str) -> None:
+    """The :data:`Progress` of a caller that shows none."""
+    return None
 
 
 @dataclass(frozen=True)
@@ -144,6 +151,8 @@ __all__ = [
     "GroundingAverage",
     "MapResult",
     "MetricsResult",
+    "Progress",
     "SearchResult",
     "SweepResult",
+    "no_progress",
 ]

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from emcl.core.em import EMParams
+from emcl.explorer.context import ServiceContext
 from emcl.explorer.knobs import KnobError, Knobs, clean_text
 from emcl.explorer.metrics import similarity
 from emcl.explorer.results import SearchResult
@@ -16,27 +16,33 @@ from emcl.explorer.snapshot import Snapshot, normalise_caption
 from emcl.retrieval.index import GalleryIndex
 from emcl.retrieval.ranking import SEARCH_BLOCK, Hit, Ranking, rank_query
 
-if TYPE_CHECKING:
-    from emcl.explorer.service import Explorer
-
 NO_EM = EMParams(k=1, iters=0, lam=1.0, beta=0.0, init="reference", seed=0)
 
 
-def rank(explorer: Explorer, query: object, knobs: Knobs) -> SearchResult:
+def example_queries(ctx: ServiceContext, n: int = 8) -> list[str]:
+    """``n`` captions spread over the caption bank (examples for the search box)."""
+    captions = ctx.snapshot.captions
+    if not captions:
+        return []
+    step = max(1, len(captions) // n)
+    return list(captions[::step][:n])
+
+
+def rank(ctx: ServiceContext, query: object, knobs: Knobs) -> SearchResult:
     """Base and EMCL rankings of the gallery for ``query`` (see :class:`Knobs`)."""
     start = time.perf_counter()
     text, cut = clean_text(query)
-    snap = explorer.snapshot
+    snap = ctx.snapshot
     snap.view(knobs.mode)  # refuses joint mode without a jointly trained checkpoint
     if len(snap.base.index) == 0:
         raise KnobError("the gallery has no rankable videos")
     with torch.inference_mode():
-        plain, ranking, truncated = _rankings(explorer, snap, text, knobs)
+        plain, ranking, truncated = _rankings(ctx, snap, text, knobs)
         columns = _Columns.from_rankings(plain, ranking)
         notices = list(ranking.notices)
         key = normalise_caption(text)
         if knobs.isoftmax:
-            columns = _inverted_softmax(explorer, snap, knobs, key, columns)
+            columns = _inverted_softmax(ctx, snap, knobs, key, columns)
             notices.append(
                 f"inverted softmax (τ={knobs.isoftmax_temp:g}) with the gallery's "
                 f"{len(snap.captions)} captions as the query bank"
@@ -63,7 +69,7 @@ def rank(explorer: Explorer, query: object, knobs: Knobs) -> SearchResult:
 
 
 def _rankings(
-    explorer: Explorer, snap: Snapshot, text: str, knobs: Knobs
+    ctx: ServiceContext, snap: Snapshot, text: str, knobs: Knobs
 ) -> tuple[Ranking, Ranking, bool]:
     """(the base column's ranking, the EMCL column's ranking, whether the text was cut).
 
@@ -79,8 +85,8 @@ def _rankings(
         "top_k": need,
         "block_videos": SEARCH_BLOCK,
     }
-    params, prior = knobs.params(), explorer.prior(knobs)
-    query_base, cut_base = explorer.encode_query(snap.base, text)
+    params, prior = knobs.params(), ctx.prior(knobs)
+    query_base, cut_base = ctx.encode_query(snap.base, text)
     base_index, base_items = snap.base.ranked()  # long videos: their windows (best one wins)
     # Large galleries: the ANN's candidates, scored exactly (the inverted softmax and the
     # gallery and block contexts rank every video, so they stay exact).
@@ -98,7 +104,7 @@ def _rankings(
             )
             return ranking, ranking, cut_base
         emcl_view = snap.view(knobs.mode)
-        query_emcl, cut_emcl = explorer.encode_query(emcl_view, text)
+        query_emcl, cut_emcl = ctx.encode_query(emcl_view, text)
         plain = rank_query(
             query_base, base_index, NO_EM, shortlist_size=1, top_k=need, items=base_items
         )
@@ -160,13 +166,13 @@ class _Columns:
 
 
 def _inverted_softmax(
-    explorer: Explorer, snap: Snapshot, knobs: Knobs, query_key: str, columns: _Columns
+    ctx: ServiceContext, snap: Snapshot, knobs: Knobs, query_key: str, columns: _Columns
 ) -> _Columns:
     """Both columns re-sorted by the inverted softmax, with the caption bank scored the same
     way as each column (the EMCL column's bank with EM at these knobs)."""
     size = len(snap.base.index)
     emcl_candidates = min(knobs.shortlist, size) if knobs.context == "shortlist" else size
-    emcl_bank = similarity(explorer, snap, snap.view(knobs.mode), knobs, "inference")
+    emcl_bank = similarity(ctx, snap, snap.view(knobs.mode), knobs, "inference")
     banks = {"base": (snap.base.base_sim, size), "emcl": (emcl_bank, emcl_candidates)}
     order, score = {}, {}
     for column, (bank, n_rerank) in banks.items():

@@ -1,11 +1,13 @@
 """The explorer: the one object the UI and the API call (no Gradio here).
 
-It holds the current :class:`Snapshot` and the caches, resolves what every tab needs (the
-prior for a knob setting, query embeddings, video files by id), and hands each request to
-the tab's service module. Concurrency (docs/reliability.md §4):
+It builds the :class:`~emcl.explorer.context.ServiceContext` the tab services share (the
+snapshot store, the caches, the ground truth, the upload settings) and forwards each request,
+with the arguments it was given, to the tab's service module; the services never import this
+module. Concurrency (docs/reliability.md §4):
 
 - every request reads one immutable snapshot; adding videos builds a new snapshot beside it
-  and swaps the reference in one assignment, under a lock that admits one writer at a time;
+  and swaps the reference in one assignment, under a lock that admits one writer at a time
+  (:class:`~emcl.explorer.store.SnapshotStore`);
 - inference runs under ``torch.inference_mode()`` with the models in eval mode; nothing a
   request does writes to a model (the EMCL prior included) or to a snapshot;
 - caches are small LRUs keyed by the snapshot version and the knobs, each behind its lock.
@@ -14,17 +16,13 @@ the tab's service module. Concurrency (docs/reliability.md §4):
 from __future__ import annotations
 
 import os
-import threading
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from emcl.core.em import INFERENCE_MODULE_DEFAULTS, EMParams
+from emcl.core.em import EMParams
 from emcl.data.datasets import VideoRecord
 from emcl.data.gallery import Gallery
 from emcl.data.ground_truth import GroundTruth
@@ -33,44 +31,29 @@ from emcl.explorer import metrics as metrics_service
 from emcl.explorer import search as search_service
 from emcl.explorer import subspaces as subspace_service
 from emcl.explorer import uploads as upload_service
-from emcl.explorer.cache import LRU
-from emcl.explorer.knobs import KnobError, Knobs
-from emcl.explorer.latest import LatestWins
+from emcl.explorer.context import Caches, ServiceContext, UploadSettings
+from emcl.explorer.knobs import Knobs
 from emcl.explorer.results import (
     AlignResult,
     GroundingAverage,
     MapResult,
     MetricsResult,
+    Progress,
     SearchResult,
     SweepResult,
+    no_progress,
 )
-from emcl.explorer.snapshot import ModelView, Snapshot, make_snapshot
+from emcl.explorer.snapshot import ModelView, Snapshot
+from emcl.explorer.store import SnapshotStore
 from emcl.model.encoder import Encoder
 from emcl.retrieval.ann import AnnConfig
 
-Progress = Callable[[float, str], None]
-
-
-def _no_progress(fraction: float, message: str) -> None:
-    return None
-
-
-@dataclass
-class Caches:
-    """The explorer's caches, each bounded."""
-
-    queries: LRU = field(default_factory=lambda: LRU(512))  # (fingerprint, text) -> embedding
-    similarity: LRU = field(default_factory=lambda: LRU(12))  # captions × videos matrices
-    tables: LRU = field(default_factory=lambda: LRU(4))  # trained-protocol geometry per model
-    terms: LRU = field(default_factory=lambda: LRU(8))  # one EM run over a table (β-free)
-    bank_words: LRU = field(default_factory=lambda: LRU(4))  # word features of the bank
-    groundings: LRU = field(default_factory=lambda: LRU(16))
-    frames: LRU = field(default_factory=lambda: LRU(64))  # decoded frames for the view
-    maps: LRU = field(default_factory=lambda: LRU(8))
-
 
 class Explorer:
-    """Rankings, metrics, sweeps, subspace alignments, maps and uploads over one snapshot."""
+    """Rankings, metrics, sweeps, subspace alignments, maps and uploads over one snapshot.
+
+    Every method hands its arguments unchanged to one function: a tab service (called with
+    :attr:`context` first), the context, or the current snapshot."""
 
     def __init__(
         self,
@@ -90,129 +73,94 @@ class Explorer:
         for encoder in (base_encoder, emcl_encoder):
             if encoder is not None and encoder.model.training:
                 raise ValueError("encoders must be in eval mode")
-        self.text_caches: dict[str, dict[str, Tensor]] = {}  # fingerprint -> caption -> [D]
-        self.ann = ann  # the ANN shortlist's settings (None: AnnConfig's defaults)
-        self._snapshot = make_snapshot(
-            0, base_encoder, base_gallery, emcl_encoder, emcl_gallery, self.text_caches, ann=ann
+        store = SnapshotStore(base_encoder, base_gallery, emcl_encoder, emcl_gallery, ann=ann)
+        folder = Path(uploads_dir) if uploads_dir is not None else None
+        self.context = ServiceContext(
+            store=store,
+            uploads=UploadSettings(folder, upload_max_bytes),
+            ground_truth=ground_truth,
+            map_cache_dir=Path(map_cache_dir) if map_cache_dir is not None else None,
         )
-        self.ground_truth = ground_truth
-        self.uploads_dir = Path(uploads_dir) if uploads_dir is not None else None
-        self.map_cache_dir = Path(map_cache_dir) if map_cache_dir is not None else None
-        self.upload_max_bytes = upload_max_bytes
-        self.write_lock = threading.Lock()  # one writer (uploads) at a time
-        self.caches = Caches()
-        self._latest: dict[str, LatestWins] = {}  # metrics requests, per protocol
 
     # ---- state every tab reads -----------------------------------------------------------
     @property
     def snapshot(self) -> Snapshot:
-        return self._snapshot
+        return self.context.snapshot
 
-    def swap_snapshot(self, snapshot: Snapshot) -> None:
-        """Readers hold either the old or the new snapshot (call under ``write_lock``)."""
-        self._snapshot = snapshot
+    @property
+    def caches(self) -> Caches:
+        return self.context.caches
+
+    @property
+    def ground_truth(self) -> GroundTruth | None:
+        return self.context.ground_truth
+
+    @property
+    def uploads_dir(self) -> Path | None:
+        return self.context.uploads.folder
+
+    @property
+    def upload_max_bytes(self) -> int:
+        return self.context.uploads.max_bytes
+
+    @property
+    def map_cache_dir(self) -> Path | None:
+        return self.context.map_cache_dir
 
     @property
     def has_joint(self) -> bool:
-        return self._snapshot.emcl is not None
+        return self.snapshot.emcl is not None
 
     @property
     def trained(self) -> EMParams | None:
         """The EMCL checkpoint's own EM settings (its prior's K), if there is one."""
-        view = self._snapshot.emcl
-        if view is None or view.encoder.config.emcl is None:
-            return None
-        return view.encoder.config.emcl.params()
+        return self.context.trained
 
     def defaults(self, mode: str | None = None) -> Knobs:
-        """Paper defaults: the EMCL checkpoint's training settings (joint) or the inference
-        module's setting (K 7, 10 iterations, λ 0.1, β 4, seed 42; docs/method.md §2.3)."""
-        mode = mode or ("joint" if self.has_joint else "inference")
-        trained = self.trained
-        p = trained if mode == "joint" and trained is not None else INFERENCE_MODULE_DEFAULTS
-        return Knobs(
-            mode=mode, beta=p.beta, k=p.k, iters=p.iters, lam=p.lam, init=p.init, seed=p.seed
-        )
+        """Paper defaults for ``mode`` (see :meth:`ServiceContext.defaults`)."""
+        return self.context.defaults(mode)
 
     def prior(self, knobs: Knobs) -> Tensor | None:
-        """The initial bases for ``init='prior'`` (``None`` for the other inits). The one
-        place that enforces "the trained prior exists for the trained K only"."""
-        if knobs.init != "prior":
-            return None
-        trained = self.trained
-        view = self._snapshot.emcl
-        if view is None or view.prior is None or trained is None:
-            raise KnobError(
-                "init 'prior' needs a jointly trained EMCL checkpoint; use 'reference' or 'data'"
-            )
-        if knobs.k != trained.k:
-            raise KnobError(
-                f"init 'prior' is the EMCL checkpoint's trained prior, which exists for "
-                f"K={trained.k} only (got K={knobs.k}); set K={trained.k} or use 'reference'/'data'"
-            )
-        return view.prior
+        """The initial bases for ``init='prior'`` (``None`` for the other inits)."""
+        return self.context.prior(knobs)
 
     def encode_query(self, view: ModelView, text: str) -> tuple[Tensor, bool]:
         """Unit-norm sentence embedding ``[D]`` of ``text`` and whether it was truncated."""
-
-        def encode() -> tuple[Tensor, bool]:
-            with torch.inference_mode():
-                out = view.encoder.encode_texts([text])
-            return F.normalize(out["sentence"][0], dim=-1), bool(out["truncated"][0])
-
-        return self.caches.queries.get_or_compute((view.encoder.fingerprint, text), encode)
+        return self.context.encode_query(view, text)
 
     def video_path(self, video_id: object) -> Path:
-        """The file of a gallery video; anything but a known id is refused (no path is built
-        from user text)."""
-        snap = self._snapshot
-        if not isinstance(video_id, str) or video_id not in snap.position:
-            raise KnobError(f"unknown video id {str(video_id)[:80]!r}: pick one from the gallery")
-        return Path(snap.records[snap.position[video_id]].path)
+        """The file of a gallery video; anything but a known id is refused."""
+        return self.snapshot.video_path(video_id)
 
-    def record(self, video_id: str) -> VideoRecord:
-        self.video_path(video_id)
-        snap = self._snapshot
-        return snap.records[snap.position[video_id]]
-
-    def example_queries(self, n: int = 8) -> list[str]:
-        """``n`` captions spread over the caption bank (examples for the search box)."""
-        captions = self._snapshot.captions
-        if not captions:
-            return []
-        step = max(1, len(captions) // n)
-        return list(captions[::step][:n])
+    def record(self, video_id: object) -> VideoRecord:
+        return self.snapshot.record(video_id)
 
     # ---- the tabs ------------------------------------------------------------------------
+    def example_queries(self, n: int = 8) -> list[str]:
+        return search_service.example_queries(self.context, n)
+
     def rank(self, query: object, knobs: Knobs) -> SearchResult:
-        return search_service.rank(self, query, knobs)
+        return search_service.rank(self.context, query, knobs)
 
     def metrics(
-        self, knobs: Knobs, protocol: str = "trained", progress: Progress = _no_progress
+        self, knobs: Knobs, protocol: str = "trained", progress: Progress = no_progress
     ) -> MetricsResult:
-        """The metrics table; a call that arrives while another runs for the same protocol
-        is answered by the next run, with the newest knobs (``result.knobs`` says which)."""
-        channel = self._latest.setdefault(protocol, LatestWins())
-        return channel.call(lambda: metrics_service.metrics(self, knobs, protocol, progress))
+        """The metrics table; a burst of calls is answered with the newest knobs
+        (``result.knobs`` says which)."""
+        return metrics_service.metrics(self.context, knobs, protocol, progress)
 
     def sweep(
         self,
         knobs: Knobs,
         name: str,
-        progress: Progress = _no_progress,
+        progress: Progress = no_progress,
         protocol: str = "trained",
     ) -> SweepResult:
-        return metrics_service.sweep(self, knobs, name, progress, protocol)
+        return metrics_service.sweep(self.context, knobs, name, progress, protocol)
 
     def warm_up(self) -> None:
         """Build the trained-protocol tables now (seconds) rather than on the first request."""
-        snap = self._snapshot
-        for view in (snap.base, snap.emcl):
-            if view is not None and len(snap.captions):
-                try:
-                    metrics_service.table(self, snap, view)
-                except KnobError:
-                    return  # too large: the page says so when asked
+        metrics_service.warm_up(self.context)
 
     def align(
         self,
@@ -223,41 +171,55 @@ class Explorer:
         words: str | None = None,
     ) -> AlignResult:
         """``words``: "tokens", "alone", or None for the one that grounds better."""
-        return subspace_service.align(self, video_id, caption, knobs, span, words)
+        return subspace_service.align(self.context, video_id, caption, knobs, span, words)
 
     def grounding_average(
-        self, knobs: Knobs, progress: Progress = _no_progress, words: str = "tokens"
+        self, knobs: Knobs, progress: Progress = no_progress, words: str = "tokens"
     ) -> GroundingAverage | None:
-        return subspace_service.grounding_average(self, knobs, progress, words)
+        return subspace_service.grounding_average(self.context, knobs, progress, words)
 
     def default_words(self, knobs: Knobs) -> str:
         """The word encoding that grounds better on the test split (see subspaces)."""
-        return subspace_service.default_words(self, knobs)
+        return subspace_service.default_words(self.context, knobs)
 
     def frames_rgb(self, video_id: object, size: int = 96, span: object = None) -> np.ndarray:
-        return subspace_service.frames_rgb(self, video_id, size, span)
+        return subspace_service.frames_rgb(self.context, video_id, size, span)
 
     def embedding_map(
-        self, knobs: Knobs, progress: Progress = _no_progress, **options: object
+        self,
+        knobs: Knobs,
+        progress: Progress = no_progress,
+        *,
+        max_points: int = map_service.MAX_MAP_POINTS,
+        method: str = "auto",
     ) -> MapResult:
-        return map_service.embedding_map(self, knobs, progress, **options)  # type: ignore[arg-type]
+        return map_service.embedding_map(
+            self.context, knobs, progress, max_points=max_points, method=method
+        )
 
     def map_item(self, item_id: object) -> tuple[str, str | None, str]:
-        return map_service.map_item(self, item_id)
+        return map_service.map_item(self.context, item_id)
 
     def gallery_rows(self) -> list[list[str]]:
-        return upload_service.gallery_rows(self)
+        return upload_service.gallery_rows(self.context)
 
     def skipped_rows(self) -> list[list[str]]:
-        return upload_service.skipped_rows(self)
+        return upload_service.skipped_rows(self.context)
 
     def add_uploads(
         self,
         files: Sequence[str | os.PathLike],
         caption: str = "",
-        progress: Progress = _no_progress,
+        progress: Progress = no_progress,
+        *,
+        user: str = upload_service.ANONYMOUS,
+        limits: upload_service.UploadLimits | None = None,
     ) -> tuple[list[str], list[dict[str, str]]]:
-        return upload_service.add_uploads(self, files, caption, progress)
+        """Add uploaded videos (``user``'s, within ``limits`` when given); returns the added
+        ids and the refused files."""
+        return upload_service.add_uploads(
+            self.context, files, caption, progress, user=user, limits=limits
+        )
 
 
 __all__ = ["Caches", "Explorer", "Progress"]

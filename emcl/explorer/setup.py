@@ -9,9 +9,9 @@ from pathlib import Path
 
 from emcl import paths
 from emcl.data.datasets import VideoRecord, read_dataset, read_folder
-from emcl.data.demo_world import ensure_world, video_splits
 from emcl.data.gallery import build_gallery
 from emcl.data.ground_truth import GroundTruth
+from emcl.data.world import ensure_world, video_splits
 from emcl.explorer.service import Explorer
 from emcl.explorer.uploads import uploads_captions
 from emcl.model.checkpoint import load_checkpoint
@@ -70,7 +70,7 @@ def _encoder(setup: Setup, checkpoint: Path | None, emcl: bool) -> Encoder | Non
             what = "EMCL" if emcl else "base"
             raise FileNotFoundError(
                 f"no {what} checkpoint at {checkpoint}: train the demo models with "
-                "`python -m emcl.study` (README, Training), or pass --checkpoint / "
+                "`python -m emcl study` (README, Training), or pass --checkpoint / "
                 "--base-checkpoint (or --model/--pretrained)"
             )
         return Encoder(load_checkpoint(checkpoint), setup.device)
@@ -101,7 +101,8 @@ def load_explorer(setup: Setup) -> Explorer:
         w = setup.world
         log(f"demo world v{w.version} ({w.n_train} + {w.n_test} clips) in {setup.world_dir}")
         splits = video_splits(setup.split)
-        ensure_world(setup.world_dir, w.n_train, w.n_test, w.seed, True, w.version, splits)
+        ensure_world(setup.world_dir, w.n_train, w.n_test, w.seed, progress=True,
+                     version=w.version, splits=splits)  # fmt: skip
     records = _records(setup)
     log(f"{len(records)} videos in {setup.data_root} (split {setup.split})")
     base = _encoder(setup, setup.base_checkpoint, emcl=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -71,6 +72,17 @@ class Snapshot:
                 "use mode 'inference' with this model"
             )
         return self.emcl
+
+    def record(self, video_id: object) -> VideoRecord:
+        """A gallery video's record; anything but a known id is refused (no path is built
+        from user text)."""
+        if not isinstance(video_id, str) or video_id not in self.position:
+            raise KnobError(f"unknown video id {str(video_id)[:80]!r}: pick one from the gallery")
+        return self.records[self.position[video_id]]
+
+    def video_path(self, video_id: object) -> Path:
+        """The file of a gallery video (a known id only, see :meth:`record`)."""
+        return Path(self.record(video_id).path)
 
 
 def normalise_caption(text: str) -> str:

@@ -4,8 +4,6 @@ docs/method.md §5), scored against the demo world's per-frame ground truth."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import torch
 from torch import Tensor
@@ -20,16 +18,14 @@ from emcl.core.subspace import (
 )
 from emcl.core.subspace import align as align_pair
 from emcl.data.windows import load_window
+from emcl.explorer.context import ServiceContext
 from emcl.explorer.knobs import KnobError, Knobs, choice, clean_text
-from emcl.explorer.results import AlignResult, GroundingAverage
+from emcl.explorer.results import AlignResult, GroundingAverage, Progress, no_progress
 from emcl.explorer.snapshot import ModelView, Snapshot
 from emcl.retrieval.moments import parse_span
 from emcl.retrieval.ranking import Span
 from emcl.video.decoder import load_frames
 from emcl.video.sampling import center_crop
-
-if TYPE_CHECKING:
-    from emcl.explorer.service import Explorer, Progress
 
 GROUNDING_CHUNK = 128  # pairs per batched EM call over the test split
 # Word features for the view (docs/method.md §5): "tokens" are the text tower's token states
@@ -39,7 +35,7 @@ WORD_ENCODINGS = ("tokens", "alone")
 
 
 def align(
-    explorer: Explorer,
+    ctx: ServiceContext,
     video_id: object,
     caption: object,
     knobs: Knobs,
@@ -51,22 +47,22 @@ def align(
     or (60, 70), seconds; the nearest window is used), None for the whole video. ``words``:
     the word encoding (:data:`WORD_ENCODINGS`; ``None``: the one that grounds better on the
     test split, :func:`default_words`)."""
-    snap = explorer.snapshot
-    explorer.video_path(video_id)  # refuses anything but a known id
+    snap = ctx.snapshot
+    snap.record(video_id)  # refuses anything but a known id
     text, cut = clean_text(caption, "the caption")
     view = snap.view(knobs.mode)
-    params, prior = knobs.params(), explorer.prior(knobs)
+    params, prior = knobs.params(), ctx.prior(knobs)
     window = _window(view, snap.position[video_id], span)
     frames = (window[1] if window else view.frames[snap.position[video_id]]).float()  # [T, D]
-    encoding = default_words(explorer, knobs) if words is None else words
+    encoding = default_words(ctx, knobs) if words is None else words
     choice("word encoding", encoding, WORD_ENCODINGS)
-    vectors, words, dropped, truncated = _word_vectors(explorer, view, text, encoding)
+    vectors, words, dropped, truncated = _word_vectors(ctx, view, text, encoding)
     if not words:
         raise KnobError("the caption has no words to align (only punctuation?)")
     with torch.inference_mode():
         alignment = align_pair(frames, vectors, words, params, prior)
     scores: dict[str, Grounding | None] = {}
-    concepts = None if window else _concepts(explorer, str(video_id), frames.shape[0])
+    concepts = None if window else _concepts(ctx, str(video_id), frames.shape[0])
     selections: list[tuple[str, int | None]] = [("auto", -1), ("full", None)]
     selections += [(f"s{s + 1}", s) for s in range(alignment.n_subspaces)]
     for label, selection in selections:
@@ -74,7 +70,7 @@ def align(
             scores[label] = None
             continue
         frame, _ = alignment.links(selection)
-        lexicon = explorer.ground_truth.lexicon  # type: ignore[union-attr]
+        lexicon = ctx.ground_truth.lexicon  # type: ignore[union-attr]
         scores[label] = grounding(words, frame.tolist(), concepts, lexicon)
     return AlignResult(str(video_id), text, alignment, scores, truncated or cut, dropped, encoding)
 
@@ -98,7 +94,7 @@ def _window(view: ModelView, position: int, span: object) -> tuple[Span, Tensor]
 
 
 def _word_vectors(
-    explorer: Explorer, view: ModelView, text: str, encoding: str
+    ctx: ServiceContext, view: ModelView, text: str, encoding: str
 ) -> tuple[Tensor, list[str], list[str], bool]:
     """Kept word features ``[L, D]``, their words, the dropped punctuation, truncated?"""
     with torch.inference_mode():
@@ -109,52 +105,52 @@ def _word_vectors(
     dropped = [w for w in words if not keep_word(w)]
     kept = [words[i] for i in keep]
     if encoding == "alone":
-        return _words_alone(explorer, view, kept), kept, dropped, bool(out["truncated"][0])
+        return _words_alone(ctx, view, kept), kept, dropped, bool(out["truncated"][0])
     return vectors[keep], kept, dropped, bool(out["truncated"][0])
 
 
-def _words_alone(explorer: Explorer, view: ModelView, words: list[str]) -> Tensor:
+def _words_alone(ctx: ServiceContext, view: ModelView, words: list[str]) -> Tensor:
     """Each word's sentence feature as a one-word caption ``[L, D]`` (cached per word)."""
     dim = view.sentences.shape[-1]
     vectors = []
     for word in words:
-        vector, _ = explorer.encode_query(view, word.strip() or word)
+        vector, _ = ctx.encode_query(view, word.strip() or word)
         vectors.append(vector)
     return torch.stack(vectors) if vectors else torch.zeros(0, dim)
 
 
-def _concepts(explorer: Explorer, video_id: str, num_frames: int) -> list[list[str]] | None:
-    truth = explorer.ground_truth
+def _concepts(ctx: ServiceContext, video_id: str, num_frames: int) -> list[list[str]] | None:
+    truth = ctx.ground_truth
     if truth is None or truth.num_frames != num_frames or video_id not in truth.concepts:
         return None
     return truth.concepts[video_id]
 
 
 def grounding_average(
-    explorer: Explorer, knobs: Knobs, progress: Progress, words: str = "tokens"
+    ctx: ServiceContext, knobs: Knobs, progress: Progress = no_progress, words: str = "tokens"
 ) -> GroundingAverage | None:
     """Grounding of auto (subspace) and full-space links pooled over every captioned video
     with ground truth (its first caption), with 95 % bootstrap intervals over the pairs.
     ``None`` without ground truth."""
     choice("word encoding", words, WORD_ENCODINGS)
-    snap = explorer.snapshot
+    snap = ctx.snapshot
     view = snap.view(knobs.mode)
-    if explorer.ground_truth is None:
+    if ctx.ground_truth is None:
         return None
     key = (snap.version, view.name, knobs.em_key(), words)
-    return explorer.caches.groundings.get_or_compute(
-        key, lambda: _grounding_average(explorer, snap, view, knobs, progress, words)
+    return ctx.caches.groundings.get_or_compute(
+        key, lambda: _grounding_average(ctx, snap, view, knobs, progress, words)
     )
 
 
-def default_words(explorer: Explorer, knobs: Knobs) -> str:
+def default_words(ctx: ServiceContext, knobs: Knobs) -> str:
     """The word encoding whose subspace links ground better on the test split, at the
     defaults of ``knobs.mode`` (fixed per snapshot, not per knob move); ``tokens`` without
     ground truth."""
-    defaults = explorer.defaults(knobs.mode)
+    defaults = ctx.defaults(knobs.mode)
     scores = {}
     for encoding in WORD_ENCODINGS:
-        average = grounding_average(explorer, defaults, lambda f, m: None, encoding)
+        average = grounding_average(ctx, defaults, no_progress, encoding)
         if average is None or average.auto.score is None:
             return "tokens"
         scores[encoding] = average.auto.score
@@ -162,27 +158,27 @@ def default_words(explorer: Explorer, knobs: Knobs) -> str:
 
 
 def _grounding_average(
-    explorer: Explorer,
+    ctx: ServiceContext,
     snap: Snapshot,
     view: ModelView,
     knobs: Knobs,
     progress: Progress,
     encoding: str,
 ) -> GroundingAverage | None:
-    truth = explorer.ground_truth
+    truth = ctx.ground_truth
     assert truth is not None
-    params, prior = knobs.params(), explorer.prior(knobs)
+    params, prior = knobs.params(), ctx.prior(knobs)
     num_frames = view.frames.shape[1]
     pairs = [
         (r.video_id, r.captions[0])
         for r in snap.records
-        if r.captions and _concepts(explorer, r.video_id, num_frames) is not None
+        if r.captions and _concepts(ctx, r.video_id, num_frames) is not None
     ]
     if not pairs:
         return None
-    vectors, mask, words = explorer.caches.bank_words.get_or_compute(
+    vectors, mask, words = ctx.caches.bank_words.get_or_compute(
         (snap.version, view.name, encoding),
-        lambda: _encode_words(explorer, view, [c for _, c in pairs], encoding),
+        lambda: _encode_words(ctx, view, [c for _, c in pairs], encoding),
     )
     auto, full = [], []
     for start in range(0, len(pairs), GROUNDING_CHUNK):
@@ -210,7 +206,7 @@ def _grounding_average(
 
 
 def _encode_words(
-    explorer: Explorer, view: ModelView, captions: list[str], encoding: str
+    ctx: ServiceContext, view: ModelView, captions: list[str], encoding: str
 ) -> tuple[Tensor, Tensor, list]:
     """Kept word vectors of many captions, zero-padded: ``[B, L, D]``, mask ``[B, L]``."""
     with torch.inference_mode():
@@ -218,7 +214,7 @@ def _encode_words(
     kept = [[i for i, w in enumerate(ws) if keep_word(w)] for ws in out["words"]]
     if encoding == "alone":
         vocabulary = sorted({out["words"][b][i] for b, keep in enumerate(kept) for i in keep})
-        alone = dict(zip(vocabulary, _words_alone(explorer, view, vocabulary), strict=True))
+        alone = dict(zip(vocabulary, _words_alone(ctx, view, vocabulary), strict=True))
     width = max((len(k) for k in kept), default=0)
     vectors = torch.zeros(len(captions), width, out["word_tokens"].shape[-1])
     mask = torch.zeros(len(captions), width, dtype=torch.bool)
@@ -233,13 +229,13 @@ def _encode_words(
 
 
 def frames_rgb(
-    explorer: Explorer, video_id: object, size: int = 96, span: object = None
+    ctx: ServiceContext, video_id: object, size: int = 96, span: object = None
 ) -> np.ndarray:
     """The sampled frames ``[T, s, s, 3]`` uint8 shown in the subspace view, decoded in the
     guarded decoder with the gallery's sampler (so they are the frames the model saw); of the
     window nearest ``span`` for a long video's window."""
-    path = explorer.video_path(video_id)
-    snap = explorer.snapshot
+    snap = ctx.snapshot
+    path = snap.video_path(video_id)
     num_frames = snap.base.frames.shape[1]
     window = _window(snap.base, snap.position[video_id], span)
     exact = window[0] if window else None
@@ -251,4 +247,4 @@ def frames_rgb(
             frames = load_frames(path, num_frames=num_frames, size=size)  # [T, h, w, 3]
         return np.ascontiguousarray(center_crop(frames, size))  # [T, s, s, 3] as the gallery
 
-    return explorer.caches.frames.get_or_compute((str(path), num_frames, size, exact), decode)
+    return ctx.caches.frames.get_or_compute((str(path), num_frames, size, exact), decode)

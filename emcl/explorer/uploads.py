@@ -21,15 +21,14 @@ from typing import TYPE_CHECKING
 
 from emcl.data.datasets import VideoRecord
 from emcl.data.gallery import add_videos
+from emcl.explorer.context import ServiceContext
 from emcl.explorer.knobs import MAX_QUERY_CHARS, KnobError, fold_text
-from emcl.explorer.snapshot import make_snapshot
+from emcl.explorer.results import Progress, no_progress
 from emcl.fileio import atomic_output, atomic_write, atomic_write_json
 from emcl.video.probe import VIDEO_EXTENSIONS
 
 if TYPE_CHECKING:
     import os
-
-    from emcl.explorer.service import Explorer, Progress
 
 MAX_UPLOADS = 8  # files per upload request
 UPLOAD_MAX_BYTES = 50 * 2**20  # per file (the app sets the same limit on Gradio's upload route)
@@ -63,17 +62,19 @@ class UploadUsage:
         return self.per_user.get(user, 0)
 
 
-def gallery_rows(explorer: Explorer) -> list[list[str]]:
+def gallery_rows(ctx: ServiceContext) -> list[list[str]]:
+    """One row per gallery video: id, split, captions, file name."""
     return [
         [r.video_id, r.split, " | ".join(r.captions), Path(r.path).name]
-        for r in explorer.snapshot.records
+        for r in ctx.snapshot.records
     ]
 
 
-def skipped_rows(explorer: Explorer) -> list[list[str]]:
+def skipped_rows(ctx: ServiceContext) -> list[list[str]]:
+    """One row per file left out: id, reason, message, file name."""
     return [
         [s["video_id"], s["reason"], s["message"], Path(s["path"]).name]
-        for s in explorer.snapshot.skipped
+        for s in ctx.snapshot.skipped
     ]
 
 
@@ -111,10 +112,10 @@ def _read_owners(uploads_dir: Path) -> dict[str, str]:
 
 
 def add_uploads(
-    explorer: Explorer,
+    ctx: ServiceContext,
     files: Sequence[str | os.PathLike],
-    caption: str,
-    progress: Progress,
+    caption: str = "",
+    progress: Progress = no_progress,
     *,
     user: str = ANONYMOUS,
     limits: UploadLimits | None = None,
@@ -122,7 +123,8 @@ def add_uploads(
     """Add uploaded videos to the gallery; returns the added ids and the refused files.
     With ``limits``, a file that would take ``user`` past their quota, the uploads past the
     total cap, or the disk into its reserve is refused with the figures."""
-    if explorer.uploads_dir is None:
+    folder = ctx.uploads.folder
+    if folder is None:
         raise KnobError("uploads are disabled (no uploads folder)")
     files = list(files or [])
     if not files:
@@ -131,17 +133,17 @@ def add_uploads(
         raise KnobError(f"at most {MAX_UPLOADS} files per upload, got {len(files)}")
     caption = fold_text(caption or "")[:MAX_QUERY_CHARS]
     # One writer at a time: the usage a request checks is the usage it adds to.
-    with explorer.write_lock:
-        staged, refused = _stage(explorer, [Path(f) for f in files], caption, user, limits)
+    with ctx.store.write_lock:
+        staged, refused = _stage(ctx, [Path(f) for f in files], caption, user, limits)
         if not staged:
             return [], refused
-        added = _index(explorer, staged, refused, progress)
+        added = _index(ctx, staged, refused, progress)
         if added and caption:
-            _save_captions(explorer.uploads_dir, [(r.path.name, caption) for r in added])
+            _save_captions(folder, [(r.path.name, caption) for r in added])
         if added:
-            owners = _read_owners(explorer.uploads_dir)
+            owners = _read_owners(folder)
             owners.update({r.path.name: user for r in added})
-            atomic_write_json(uploads_owners(explorer.uploads_dir), owners, indent=0)
+            atomic_write_json(uploads_owners(folder), owners, indent=0)
     progress(1.0, "done")
     return [r.video_id for r in added], refused
 
@@ -171,17 +173,18 @@ def _over_limits(
 
 
 def _stage(
-    explorer: Explorer,
+    ctx: ServiceContext,
     files: list[Path],
     caption: str,
     user: str = ANONYMOUS,
     limits: UploadLimits | None = None,
 ) -> tuple[list[VideoRecord], list[Refusal]]:
     """Copy acceptable files into the uploads folder under generated names."""
-    assert explorer.uploads_dir is not None
+    folder, max_bytes = ctx.uploads.folder, ctx.uploads.max_bytes
+    assert folder is not None
     staged: list[VideoRecord] = []
     refused: list[Refusal] = []
-    usage = upload_usage(explorer.uploads_dir) if limits is not None else None
+    usage = upload_usage(folder) if limits is not None else None
     for source in files:
         name, suffix = source.name[:80], source.suffix.lower()
         if suffix not in VIDEO_EXTENSIONS:
@@ -193,19 +196,19 @@ def _stage(
         except OSError:
             refused.append({"file": name, "reason": "upload not found"})
             continue
-        if size > explorer.upload_max_bytes:
-            limit = explorer.upload_max_bytes // 2**20
+        if size > max_bytes:
+            limit = max_bytes // 2**20
             refused.append({"file": name, "reason": f"larger than {limit} MiB"})
             continue
         if limits is not None and usage is not None:
-            full = _over_limits(size, explorer.uploads_dir, usage, user, limits)
+            full = _over_limits(size, folder, usage, user, limits)
             if full is not None:
                 refused.append({"file": name, "reason": full})
                 continue
             per_user = {**usage.per_user, user: usage.of(user) + size}
             usage = UploadUsage(usage.total_bytes + size, per_user)
         video_id = f"upload-{uuid.uuid4().hex[:12]}"
-        target = explorer.uploads_dir / f"{video_id}{suffix}"
+        target = folder / f"{video_id}{suffix}"
         with atomic_output(target) as tmp:
             shutil.copyfile(source, tmp)
         staged.append(VideoRecord(video_id, target, [caption] if caption else [], "upload"))
@@ -213,11 +216,11 @@ def _stage(
 
 
 def _index(
-    explorer: Explorer, staged: list[VideoRecord], refused: list[Refusal], progress: Progress
+    ctx: ServiceContext, staged: list[VideoRecord], refused: list[Refusal], progress: Progress
 ) -> list[VideoRecord]:
-    """Embed ``staged`` with every model and swap in the new snapshot; the videos that
-    failed to decode are removed and added to ``refused``."""
-    snap = explorer.snapshot
+    """Embed ``staged`` with every model and publish the new snapshot; the videos that
+    failed to decode are removed and added to ``refused``. Runs under the write lock."""
+    snap = ctx.snapshot
     progress(0.05, "decoding and embedding (base model)")
     base_gallery = add_videos(snap.base.gallery, staged, snap.base.encoder)
     emcl_gallery = None
@@ -240,23 +243,11 @@ def _index(
     if not added:
         return []
     progress(0.9, "updating the gallery")
-    explorer.swap_snapshot(
-        make_snapshot(
-            snap.version + 1,
-            snap.base.encoder,
-            base_gallery,
-            snap.emcl.encoder if snap.emcl else None,
-            emcl_gallery,
-            explorer.text_caches,
-            skipped=snap.skipped,
-            ann=explorer.ann,
-        )
-    )
+    ctx.store.publish(base_gallery, emcl_gallery)
     return added
 
 
-def _save_captions(uploads_dir: Path | None, pairs: list[tuple[str, str]]) -> None:
-    assert uploads_dir is not None
+def _save_captions(uploads_dir: Path, pairs: list[tuple[str, str]]) -> None:
     path = uploads_captions(uploads_dir)
     lines = path.read_text().splitlines() if path.is_file() else []
     lines += [json.dumps({"video": v, "caption": c}) for v, c in pairs]

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from emcl.core.em import EMParams, check_momentum
+from emcl.core.em import EMCL_NET_DEFAULTS, PRIOR_MOMENTUM, EMParams, check_momentum
 
 TEMPORAL = ("meanP", "seqTransf")
 DEMO_BACKBONE = "emcl-demo-tiny"  # emcl/model/configs/emcl-demo-tiny.json, trained from scratch
@@ -17,11 +17,11 @@ class EMCLConfig:
     """The EMCL layer's knobs (EMCL-Net defaults, docs/method.md §2.3). ``init``: ``"prior"`` is
     the reference (constant bases from the momentum prior), ``"data"`` breaks the symmetry."""
 
-    k: int = 32
-    iters: int = 9
-    lam: float = 1.0
-    beta: float = 3.0
-    momentum: float = 0.9
+    k: int = EMCL_NET_DEFAULTS.k
+    iters: int = EMCL_NET_DEFAULTS.iters
+    lam: float = EMCL_NET_DEFAULTS.lam
+    beta: float = EMCL_NET_DEFAULTS.beta
+    momentum: float = PRIOR_MOMENTUM
     init: str = "prior"
     seed: int = 0
 

@@ -46,7 +46,7 @@ class AnnIndexError(ValueError):
 
 @dataclass(frozen=True)
 class AnnConfig:
-    """How the ANN index is built and searched (the defaults meet the 1M targets in README)."""
+    """Building and searching the ANN index (its defaults meet the 1M targets: benchmarks.md §6)."""
 
     threshold: int = ANN_THRESHOLD  # galleries smaller than this use exact search
     codes: str = "SQ8"  # FAISS encoding per vector: SQ8 (D bytes), SQfp16 (2D), PQ<m> (m bytes)

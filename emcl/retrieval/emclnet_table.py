@@ -21,8 +21,8 @@ from torch import Tensor
 
 from emcl.core.em import EMParams
 from emcl.core.gram import Geometry, Terms, em_terms, geometry
+from emcl.core.protocols import BLOCK, TRAINED
 
-EMCLNET_BLOCK = (32, 32)  # (texts, videos) per EM run, as the reference evaluates
 BLOCKS_PER_CALL = 32  # text blocks per batched call: a few MB of working set
 
 
@@ -88,7 +88,7 @@ class EmclNetTable:
         frames: Tensor,
         frame_mask: Tensor | None = None,
         temperature: float = 3.0,
-        block: tuple[int, int] = EMCLNET_BLOCK,
+        block: tuple[int, int] = BLOCK[TRAINED],
         blocks_per_call: int = BLOCKS_PER_CALL,
         keep_geometry: bool = True,
     ) -> None:
@@ -164,4 +164,4 @@ class EmclNetTable:
         return out
 
 
-__all__ = ["EMCLNET_BLOCK", "EmclNetTable", "TableTerms"]
+__all__ = ["EmclNetTable", "TableTerms"]

@@ -27,14 +27,14 @@ from torch import Tensor
 
 from emcl.core.em import EMParams, rec_ratios
 from emcl.core.logits import text_conditioned_pool
-from emcl.retrieval.blocks import DEFAULT_BLOCK, PROTOCOLS, Protocol
+from emcl.core.protocols import BLOCK, INFERENCE, PROTOCOLS, TRAINED, Protocol
 from emcl.retrieval.index import GalleryIndex, valid_rows
 
 Context = Literal["shortlist", "gallery", "block"]
 Span = tuple[float, float]
 CONTEXTS = ("shortlist", "gallery", "block")
 DEFAULT_SHORTLIST = 64
-SEARCH_BLOCK = DEFAULT_BLOCK["inference"][1]  # videos per EM run in the ``block`` context
+SEARCH_BLOCK = BLOCK[INFERENCE][1]  # videos per EM run in the ``block`` context
 
 
 @dataclass(frozen=True)
@@ -157,7 +157,7 @@ def _run_blocks(
     """One batched EM call over ``blocks`` ``[B, C]`` (index positions): scores ``[B, C]``."""
     n_blocks = blocks.shape[0]
     text = query[None, None].expand(n_blocks, 1, -1)  # [B, 1, D]
-    if protocol == "emclnet" and index.frames is not None:
+    if protocol == TRAINED and index.frames is not None:
         frames = index.frames[blocks]  # [B, C, T, D]
         mask = index.frame_mask[blocks] if index.frame_mask is not None else None
         pooled = text_conditioned_pool(text, frames, mask)  # [B, 1, C, D]
@@ -171,7 +171,7 @@ def _run_blocks(
     # EMCL-Net ranks by the cosine; the inference module by the dot product (not re-normalised).
     scores = (
         cosines
-        if protocol == "emclnet" and index.frames is not None
+        if protocol == TRAINED and index.frames is not None
         else (out[:, :-1] @ out[:, -1:].mT)[..., 0]
     )
     ratios = rec_ratios(stacked, result.reconstruction, params.beta)  # [B, C+1]
@@ -236,12 +236,12 @@ def rank_query(
     shortlist_size: int = DEFAULT_SHORTLIST,
     block_videos: int = 64,
     top_k: int = 10,
-    protocol: Protocol = "inference",
+    protocol: Protocol = INFERENCE,
     items: ItemMap | None = None,
 ) -> Ranking:
     """Base (cosine) and EMCL rankings of ``index`` for one ``query`` embedding ``[D]``.
 
-    ``protocol="emclnet"`` uses text-conditioned frame pooling when the index has frames.
+    ``protocol="trained"`` uses text-conditioned frame pooling when the index has frames.
     ``top_k`` larger than the gallery is clamped. Raises ``ValueError`` for an empty gallery or
     an invalid query. ``items``: the index rows are items (windows of long videos); the
     shortlist and the EM run are over items, the columns, ranks and ``top_k`` over videos,
@@ -251,7 +251,7 @@ def rank_query(
     _check_request(query, index, context, protocol, top_k, shortlist_size)
     notices: list[str] = []
     query = F.normalize(query.float(), dim=-1)
-    use_frames = protocol == "emclnet" and index.frames is not None
+    use_frames = protocol == TRAINED and index.frames is not None
 
     base = _base_scores(query, index, use_frames)  # [M]
     base_order = torch.argsort(base, descending=True, stable=True)  # [M]

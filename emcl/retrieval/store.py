@@ -1,4 +1,4 @@
-"""An index folder: the gallery that ``python -m emcl.index build`` writes and ``query`` reads.
+"""An index folder: the gallery that ``python -m emcl index build`` writes and ``query`` reads.
 
     INDEX/index.json      format, the model (checkpoint or open_clip name, and its fingerprint),
                           the source, row count and D, the SHA-256 of the two files below and
@@ -41,7 +41,7 @@ STORE_FORMAT = "emcl-index/1"
 MANIFEST = "index.json"
 ROWS = "rows.json"
 EMBEDDINGS = "embeddings.npy"
-BUILD_HELP = "python -m emcl.index build --data DIR --out {folder} --checkpoint CHECKPOINT"
+BUILD_HELP = "python -m emcl index build --data DIR --out {folder} --checkpoint CHECKPOINT"
 
 
 class IndexStoreError(ValueError):

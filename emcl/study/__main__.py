@@ -1,8 +1,6 @@
-"""``python -m emcl.study``: the same as ``python -m emcl study`` (emcl/cli/study.py)."""
-
-import sys
-
-from emcl.cli.study import main
+"""``python -m emcl.study`` names the command's one form, ``python -m emcl study``, and exits 2."""
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from emcl.cli import redirect
+
+    redirect("study", "emcl.study")

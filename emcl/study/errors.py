@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from emcl.data.world_v2 import facts_match
+from emcl.data.world.v2 import facts_match
 
 ATTRIBUTES = ("color", "shape", "size", "count", "motion")  # the order of Event.fact()
 

@@ -31,7 +31,8 @@ from typing import Any
 import torch
 
 from emcl.core.em import EMCL_NET_DEFAULTS, INFERENCE_MODULE_DEFAULTS
-from emcl.data.demo_world import ensure_world
+from emcl.core.protocols import INFERENCE, TRAINED
+from emcl.data.world import ensure_world
 from emcl.evaluation.protocol import Features, extract, metrics, scores
 from emcl.fileio import atomic_write_json
 from emcl.model.checkpoint import read_config
@@ -220,7 +221,7 @@ def evaluate_seed(cfg: StudyConfig, seed: int) -> dict[str, Any]:
     joint_em = read_config(runs["emcl"])[0].emcl.params()
     base, joint = _on(base, device), _on(joint, device)
 
-    def row(features: Features, params, protocol: str = "emclnet", sim=None) -> dict:
+    def row(features: Features, params, protocol: str = TRAINED, sim=None) -> dict:
         sim = scores(features, params, protocol) if sim is None else sim
         result = metrics(sim, features)
         return {d: result[d] for d in DIRECTIONS} | {"inverted_softmax": result["inverted_softmax"]}
@@ -232,8 +233,8 @@ def evaluate_seed(cfg: StudyConfig, seed: int) -> dict[str, Any]:
         "base": row(base, None, sim=sims["base"]),
         "base+emcl": row(base, EMCL_NET_DEFAULTS),
         "emcl": row(joint, joint_em, sim=sims["emcl"]),
-        "base(l2)": row(base, None, "inference"),
-        "base+emcl(l2)": row(base, INFERENCE_MODULE_DEFAULTS, "inference"),
+        "base(l2)": row(base, None, INFERENCE),
+        "base+emcl(l2)": row(base, INFERENCE_MODULE_DEFAULTS, INFERENCE),
     }
     table2 = {}
     models = (("emcl", joint, joint_em), ("base+emcl", base, EMCL_NET_DEFAULTS))

@@ -26,7 +26,8 @@ import torch.distributed as dist
 from torch import Tensor
 from tqdm import tqdm
 
-from emcl.data.demo_world import ensure_demo_world
+from emcl.core.protocols import TRAINED
+from emcl.data.world import ensure_demo_world
 from emcl.fileio import atomic_output, atomic_write_json
 from emcl.model.checkpoint import (
     CONFIG,
@@ -76,7 +77,7 @@ def step_loss(
 
 
 # --------------------------------------------------------------------------------------------
-# Validation (the evaluation protocol: EMCL-Net blocks of 32 x 32, first caption per video)
+# Validation (the evaluation protocol: as-trained blocks, first caption per video)
 # --------------------------------------------------------------------------------------------
 @torch.no_grad()
 def encode_split(
@@ -105,7 +106,7 @@ def validate(model: EMCLRetrievalModel, split: Split, device: torch.device) -> d
             frames=frames,
             params=params,
             prior=prior,
-            protocol="emclnet",
+            protocol=TRAINED,
             frame_temp=model.config.frame_temp,
         )
         return retrieval_metrics(sim)

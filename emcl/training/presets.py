@@ -96,7 +96,7 @@ PRESETS: dict[str, TrainConfig] = {
     ),
     # Fine-tuning on world v2 from the pretrained backbone, with the paper's two learning-rate
     # groups (new modules high, backbone low); fixed step count (the last step is the model).
-    # The study (python -m emcl.study) runs it per seed with and without EMCL.
+    # The study (python -m emcl study) runs it per seed with and without EMCL.
     "demo-v2": TrainConfig(
         model=DEMO_VIDEO_MODEL,
         data=str(demo_world_dir(version=2)),

@@ -1,6 +1,6 @@
 """CLIP-like pretraining data and the backbone hand-over to the video models.
 
-The corpus is world v2's pretraining stream (emcl/data/world_v2.py, :func:`pretrain_pairs`):
+The corpus is world v2's pretraining stream (emcl/data/world/pretrain.py, :func:`pretrain_pairs`):
 single frames paired with phrases naming the group the frame shows, drawn from their own RNG
 stream, so no frame of the world's clips is in it. Pairs ``[0, corpus)`` train, the next
 ``val_videos`` validate. Each frame is a one-frame "clip", so the training loop, the loss and
@@ -18,13 +18,13 @@ import time
 import numpy as np
 import torch
 
-from emcl.data.world_v2 import pretrain_pairs
+from emcl.data.world.pretrain import pretrain_pairs
 from emcl.model.checkpoint import CheckpointError, check_state, load_checkpoint
 from emcl.model.model import EMCLRetrievalModel
 from emcl.training.data import Split
 from emcl.training.presets import TrainConfig
 
-PRETRAIN_COMMAND = "python -m emcl.train --preset demo-pretrain --out runs/demo-pretrain"
+PRETRAIN_COMMAND = "python -m emcl train --preset demo-pretrain --out runs/demo-pretrain"
 
 
 def corpus_split(

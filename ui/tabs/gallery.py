@@ -9,7 +9,7 @@ from typing import Any
 import gradio as gr
 
 from emcl.explorer.service import Explorer
-from emcl.explorer.uploads import ANONYMOUS, MAX_UPLOADS, MIB, UploadLimits, add_uploads
+from emcl.explorer.uploads import ANONYMOUS, MAX_UPLOADS, MIB, UploadLimits
 from emcl.video.probe import VIDEO_EXTENSIONS
 from ui import paging
 from ui.common import MODEL_EVENT, PROGRESS, progress_callback, user_errors
@@ -93,13 +93,8 @@ def wire(
     ) -> tuple:
         paths = [getattr(f, "name", f) for f in (files or [])]
         user = getattr(request, "username", None) or ANONYMOUS
-        added, refused = add_uploads(
-            explorer,
-            paths,
-            caption or "",
-            progress_callback(progress),
-            user=user,
-            limits=uploads,
+        added, refused = explorer.add_uploads(
+            paths, caption or "", progress_callback(progress), user=user, limits=uploads
         )
         lines = [f"Added {len(added)} video(s): {', '.join(added) or '—'}."]
         lines += [f"- refused {r['file']}: {r['reason']}" for r in refused]

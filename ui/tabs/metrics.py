@@ -3,11 +3,14 @@ the inference-module table one click away, and the ``/metrics`` API."""
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
 
+from emcl.core.protocols import BLOCK, INFERENCE, TRAINED
+from emcl.explorer.knob_docs import api_description
 from emcl.explorer.knobs import SWEEPS, Knobs
 from emcl.explorer.service import Explorer
 from ui import exports, plots
@@ -37,9 +40,9 @@ def build() -> MetricsTab:
     with gr.Tab("Metrics", id="metrics") as tab:
         gr.Markdown(
             "#### As trained: the EMCL-Net protocol\nText-conditioned frame pooling and one EM "
-            "run per block of 32 captions × 32 videos (docs/method.md §2.1): the protocol the "
+            "run per block of {} captions × {} videos (docs/method.md §2.1): the protocol the "
             "checkpoints were trained with and the computation of `python -m emcl evaluate`. "
-            "Recomputed on every knob change.",
+            "Recomputed on every knob change.".format(*BLOCK[TRAINED]),
             elem_classes="emcl-hint",
         )
         note = gr.Markdown("", elem_id="emcl-metrics-note")
@@ -64,7 +67,8 @@ def build() -> MetricsTab:
         )
         gr.Markdown(
             "#### The inference-module protocol\nThe released inference module: mean-pooled, "
-            "unit-norm videos, EM on [videos; captions] per 64 × 64 block (docs/method.md §2.2).",
+            "unit-norm videos, EM on [videos; captions] per {} × {} block "
+            "(docs/method.md §2.2).".format(*BLOCK[INFERENCE]),
             elem_classes="emcl-hint",
         )
         with gr.Row():
@@ -138,23 +142,24 @@ def wire(tab: MetricsTab, panel: KnobPanel, explorer: Explorer, demo: gr.Blocks)
 def wire_api(explorer: Explorer) -> None:
     """``/metrics``: the table as JSON, the knobs by name (as ``/rank`` names its own)."""
 
+    d = Knobs()  # the API's defaults are the knobs' own
+
     def metrics(
-        mode: str = "joint",
-        beta: float = 3.0,
-        k: int = 32,
-        iters: int = 9,
-        lam: float = 1.0,
-        init: str = "prior",
-        seed: int = 0,
-        context: str = "shortlist",
-        shortlist: int = 64,
-        isoftmax: bool = False,
-        isoftmax_temp: float = 0.01,
-        protocol: str = "trained",
+        mode: str = d.mode,
+        beta: float = d.beta,
+        k: int = d.k,
+        iters: int = d.iters,
+        lam: float = d.lam,
+        init: str = d.init,
+        seed: int = d.seed,
+        context: str = d.context,
+        shortlist: int = d.shortlist,
+        isoftmax: bool = d.isoftmax,
+        isoftmax_temp: float = d.isoftmax_temp,
+        protocol: str = TRAINED,
     ) -> dict:
         """t2v/v2t metrics of Base, Base + EMCL at inference, the EMCL checkpoint without
-        and with EM; ``protocol`` "trained" (EMCL-Net, as the checkpoints were trained) or
-        "inference" (the inference module). Rows are named as on the page."""
+        and with EM, in ``protocol``. Rows are named as on the page."""
         knobs = Knobs(
             mode=mode,
             beta=beta,
@@ -170,4 +175,5 @@ def wire_api(explorer: Explorer) -> None:
         )
         return explorer.metrics(knobs, protocol).to_json()
 
-    gr.api(user_errors(metrics), api_name="metrics", **MODEL_EVENT)
+    described = api_description(metrics.__doc__ or "", inspect.signature(metrics).parameters)
+    gr.api(user_errors(metrics), api_name="metrics", api_description=described, **MODEL_EVENT)

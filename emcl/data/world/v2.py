@@ -1,6 +1,6 @@
 """Demo world v2: clips with what real clips have and captions leave out.
 
-Compared with v1 (emcl/data/demo_world.py, kept byte-for-byte for the v1 checkpoints), a clip has
+Compared with v1 (emcl/data/world/v1.py), a clip has
 
 - one to three **events in sequence**: each event is a group of identical shapes (colour, shape,
   size, count) doing one motion; its group enters when the event starts and leaves when it ends;
@@ -10,40 +10,53 @@ Compared with v1 (emcl/data/demo_world.py, kept byte-for-byte for the v1 checkpo
 - six captions of **varying completeness**: some name every event in order, some one event, some
   two of three; the size word is sometimes left out.
 
-Same layout and determinism rules as v1 (MSR-VTT files, H.264 via emcl.video.writing, one RNG
-stream per clip, sorted-key JSON). ``frame_concepts.json`` holds per sampled frame the concepts of
-the active event (``concepts``, what a caption may name) and, separately, the distractors'
-(``distractors``). ``caption_facts.json`` records what each caption states; from it
+Same layout and determinism rules as v1. ``frame_concepts.json`` holds per sampled frame the
+concepts of the active event (``concepts``, what a caption may name) and, separately, the
+distractors' (``distractors``). ``caption_facts.json`` records what each caption states; from it
 :func:`ambiguity_ceiling` gives the best expected t2v R@1 any model can reach on the test split
 (a caption matches every clip that shows, in order, the events it names).
-
-The pretraining corpus (:func:`pretrain_pairs`) draws clips from a separate RNG stream, so its
-frames are never frames of the world's clips; each pair is one frame and a phrase naming the
-group that frame shows.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-import multiprocessing as mp
-import os
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from emcl.data import demo_world as v1
-from emcl.fileio import atomic_output, atomic_write
+from emcl.data.world.common import (
+    BACKGROUNDS,
+    CAPTIONS_PER_CLIP,
+    COLORS,
+    FPS,
+    LEXICON,
+    MOTION_WORDS,
+    MOTIONS,
+    SAMPLER_FRAMES,
+    SHAPES,
+    SIZE,
+    Obj,
+    WorldGenerator,
+    caption_rng,
+    draw,
+    frame_concepts_file,
+    group_objects,
+    group_path,
+    msrvtt_files,
+    pick,
+    shade,
+    size_of,
+    subject,
+)
+from emcl.fileio import atomic_output
 from emcl.video.sampling import uniform_indices
 from emcl.video.writing import write_video
 
 VERSION = 2
-SIZE, FPS, SAMPLER_FRAMES, CAPTIONS_PER_CLIP = v1.SIZE, v1.FPS, v1.SAMPLER_FRAMES, 6
-DISTRACTOR_RADIUS = (5.0, 8.0)  # below v1's "small" (10 px): never a captioned size
+DISTRACTOR_RADIUS = (5.0, 8.0)  # below the "small" radius (10 px): never a captioned size
 TEXTURES = ("stripes", "checks", "dots")
-PRETRAIN_STREAM = 1  # RNG stream of the pretraining clips (0: the world's clips)
 
 
 @dataclass(frozen=True)
@@ -57,7 +70,7 @@ class Event:
     motion: str
     start: int
     end: int
-    path: tuple[float, ...]  # v1's motion geometry, over the event's own time
+    path: tuple[float, ...]  # motion geometry (common.group_path), over the event's own time
 
     def fact(self, with_size: bool = True) -> list:
         """What a caption naming this event states (size ``None`` when left out)."""
@@ -82,7 +95,7 @@ class ClipSpecV2:
     num_frames: int
     events: tuple[Event, ...]
     distractors: tuple[Distractor, ...]
-    background: int  # index into v1.BACKGROUNDS
+    background: int  # index into common.BACKGROUNDS
     texture: str
     texture_period: float  # px
     texture_angle: float  # rad (stripes)
@@ -98,11 +111,11 @@ class ClipSpecV2:
 
 
 def _event(rng: np.random.Generator, start: int, end: int, previous: Event | None) -> Event:
-    """One event's group and path (v1's geometry); differs from the previous event's group."""
+    """One event's group and path; differs from the previous event's group."""
     for _ in range(100):
-        color = str(rng.choice(list(v1.COLORS)))
-        shape = str(rng.choice(v1.SHAPES))
-        motions = [m for m in v1.MOTIONS if not (m == "spin" and shape == "circle")]
+        color = str(rng.choice(list(COLORS)))
+        shape = str(rng.choice(SHAPES))
+        motions = [m for m in MOTIONS if not (m == "spin" and shape == "circle")]
         motion = str(rng.choice(motions))
         forced = {"grow": "small", "shrink": "large"}.get(motion)
         size = forced or str(rng.choice(["small", "large"]))
@@ -111,12 +124,23 @@ def _event(rng: np.random.Generator, start: int, end: int, previous: Event | Non
             previous.color, previous.shape, previous.count, previous.motion
         ):  # fmt: skip
             break
-    _, path = v1.group_path(rng, count, motion, size)
+    _, path = group_path(rng, count, motion, size)
     return Event(color, shape, size, count, motion, start, end, tuple(round(p, 3) for p in path))
 
 
+def _distractor(rng: np.random.Generator) -> Distractor:
+    speed, heading = rng.uniform(0.3, 1.2), rng.uniform(0, 2 * math.pi)
+    return Distractor(
+        str(rng.choice(list(COLORS))), str(rng.choice(SHAPES)),
+        round(float(rng.uniform(*DISTRACTOR_RADIUS)), 3),
+        round(float(rng.uniform(0, SIZE)), 3), round(float(rng.uniform(0, SIZE)), 3),
+        round(speed * math.cos(heading), 3), round(speed * math.sin(heading), 3),
+    )  # fmt: skip
+
+
 def make_spec(seed: int, index: int, video_id: str, split: str, stream: int = 0) -> ClipSpecV2:
-    """One clip's spec from its own RNG stream (``stream`` 1: the pretraining corpus)."""
+    """One clip's spec from its own RNG stream (``stream`` 1: the pretraining corpus,
+    emcl/data/world/pretrain.py)."""
     rng = np.random.default_rng([seed, index, VERSION, stream])
     n_events = int(rng.choice([1, 2, 3], p=[0.35, 0.4, 0.25]))
     n = int(rng.integers(30 + 6 * n_events, 37 + 8 * n_events))  # 3-4 s, 4-5.25 s with 3 events
@@ -126,24 +150,15 @@ def make_spec(seed: int, index: int, video_id: str, split: str, stream: int = 0)
     events: list[Event] = []
     for i in range(n_events):
         events.append(_event(rng, bounds[i], bounds[i + 1], events[-1] if events else None))
-    distractors = []
-    for _ in range(int(rng.choice([0, 1, 2], p=[0.3, 0.4, 0.3]))):
-        speed, heading = rng.uniform(0.3, 1.2), rng.uniform(0, 2 * math.pi)
-        distractors.append(
-            Distractor(
-                str(rng.choice(list(v1.COLORS))), str(rng.choice(v1.SHAPES)),
-                round(float(rng.uniform(*DISTRACTOR_RADIUS)), 3),
-                round(float(rng.uniform(0, SIZE)), 3), round(float(rng.uniform(0, SIZE)), 3),
-                round(speed * math.cos(heading), 3), round(speed * math.sin(heading), 3),
-            )
-        )  # fmt: skip
+    n_distractors = int(rng.choice([0, 1, 2], p=[0.3, 0.4, 0.3]))
+    distractors = tuple(_distractor(rng) for _ in range(n_distractors))
     moving = rng.random() < 0.5
     scroll = tuple(round(float(v), 3) for v in rng.uniform(-1.0, 1.0, 2)) if moving else (0.0, 0.0)
     panning = rng.random() < 0.5
     camera = tuple(round(float(v), 3) for v in rng.uniform(-8.0, 8.0, 2)) if panning else (0.0, 0.0)
     return ClipSpecV2(
-        video_id, split, n, tuple(events), tuple(distractors),
-        int(rng.integers(len(v1.BACKGROUNDS))), str(rng.choice(TEXTURES)),
+        video_id, split, n, tuple(events), distractors,
+        int(rng.integers(len(BACKGROUNDS))), str(rng.choice(TEXTURES)),
         round(float(rng.uniform(8, 20)), 3), round(float(rng.uniform(0, math.pi)), 3),
         round(float(rng.uniform(10, 30)), 3), scroll, camera,  # type: ignore[arg-type]
     )  # fmt: skip
@@ -165,26 +180,20 @@ def _camera(spec: ClipSpecV2, frame: int) -> tuple[float, float]:
     return spec.camera[0] * u, spec.camera[1] * u
 
 
-def objects(spec: ClipSpecV2, frame: int) -> list[v1._Obj]:
+def objects(spec: ClipSpecV2, frame: int) -> list[Obj]:
     """Scene-coordinate objects of one frame: distractors (role "distractor"), then the active
     event's group (role "main")."""
     out = []
     for d in spec.distractors:
         x = (d.x + d.vx * frame) % SIZE
         y = (d.y + d.vy * frame) % SIZE
-        out.append(v1._Obj(d.shape, d.color, x, y, d.radius, 0.0, "distractor"))
+        out.append(Obj(d.shape, d.color, x, y, d.radius, 0.0, "distractor"))
     e = spec.event_at(frame)
     u = (frame - e.start) / max(e.end - e.start - 1, 1)
-    r0 = v1.RADIUS[e.size]
-    grown = {"grow": r0 + (v1.RADIUS["large"] - r0) * u,
-             "shrink": r0 + (v1.RADIUS["small"] - r0) * u}  # fmt: skip
-    r = grown.get(e.motion, r0)
-    angle = e.path[2] * (frame - e.start) / FPS if e.motion == "spin" else 0.0
-    cx, cy = v1._centre(e.motion, e.path, u)
-    rmax = v1.RADIUS["large"] if e.motion in ("grow", "shrink") else r0
-    for dx, dy in v1._group_offsets(e.count, e.motion, rmax):
-        out.append(v1._Obj(e.shape, e.color, cx + dx, cy + dy, r, angle, "main"))
-    return out
+    return out + group_objects(
+        shape=e.shape, color=e.color, size=e.size, count=e.count, motion=e.motion,
+        path=e.path, u=u, elapsed=frame - e.start,
+    )  # fmt: skip
 
 
 def _offset(spec: ClipSpecV2, frame: int) -> tuple[int, int]:
@@ -214,7 +223,7 @@ def _canvas(spec: ClipSpecV2) -> tuple[np.ndarray, int, int]:
     return _texture(spec, int(x0), int(y0), SIZE + int(x1 - x0), SIZE + int(y1 - y0)), x0, y0
 
 
-def _background(spec: ClipSpecV2, frame: int, whole_clip: bool = True) -> np.ndarray:
+def background(spec: ClipSpecV2, frame: int, whole_clip: bool = True) -> np.ndarray:
     """Textured background ``[SIZE, SIZE, 3]`` float (the same pixels either way; the clip's
     canvas is faster when every frame is rendered)."""
     ox, oy = _offset(spec, frame)
@@ -223,52 +232,34 @@ def _background(spec: ClipSpecV2, frame: int, whole_clip: bool = True) -> np.nda
         value = canvas[oy - y0 : oy - y0 + SIZE, ox - x0 : ox - x0 + SIZE]
     else:
         value = _texture(spec, ox, oy, SIZE, SIZE)
-    base = np.array(v1.BACKGROUNDS[spec.background], np.float32)
-    shade = np.linspace(1.0, 0.93, SIZE, dtype=np.float32)[:, None, None]
-    return np.clip(base * shade + (spec.texture_contrast * value)[..., None], 0, 255)
+    base = np.array(BACKGROUNDS[spec.background], np.float32)
+    return np.clip(base * shade() + (spec.texture_contrast * value)[..., None], 0, 255)
 
 
 def render_frame(spec: ClipSpecV2, frame: int, whole_clip: bool = True) -> np.ndarray:
     """One RGB frame ``[SIZE, SIZE, 3]`` uint8 (objects drawn at scene position - camera)."""
-    cam = _camera(spec, frame)
-    img = _background(spec, frame, whole_clip)
-    for o in objects(spec, frame):
-        ox, oy = o.x - cam[0], o.y - cam[1]
-        x0, x1 = max(0, int(ox - o.r - 1)), min(SIZE, int(ox + o.r + 2))
-        y0, y1 = max(0, int(oy - o.r - 1)), min(SIZE, int(oy + o.r + 2))
-        if x0 >= x1 or y0 >= y1:
-            continue
-        yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
-        dx, dy = (xx + 0.5 - ox) / o.r, (yy + 0.5 - oy) / o.r
-        c, s = math.cos(o.angle), math.sin(o.angle)
-        m = v1._mask(o.shape, c * dx + s * dy, -s * dx + c * dy)
-        img[y0:y1, x0:x1][m] = v1.COLORS[o.color]
-    return img.astype(np.uint8)
+    img = background(spec, frame, whole_clip)
+    return draw(img, objects(spec, frame), camera=_camera(spec, frame))
 
 
 def frame_concepts(spec: ClipSpecV2, frame: int) -> tuple[list[str], list[str]]:
     """(concepts of the active group, concepts of the distractors) in one frame, sorted."""
-    threshold = (v1.RADIUS["small"] + v1.RADIUS["large"]) / 2
     main: set[str] = set()
     other: set[str] = set()
     e = spec.event_at(frame)
     for o in objects(spec, frame):
         if o.role == "main":
-            size = "large" if o.r >= threshold else "small"
-            main |= {f"color:{o.color}", f"shape:{o.shape}", f"size:{size}"}
+            main |= {f"color:{o.color}", f"shape:{o.shape}", f"size:{size_of(o.r)}"}
         else:
             other |= {f"color:{o.color}", f"shape:{o.shape}"}
     main |= {f"count:{e.count}", f"motion:{e.motion}"}
     return sorted(main), sorted(other)
 
 
-def _render_many(args: tuple[list[ClipSpecV2], str]) -> int:
-    specs, videos = args
-    for s in specs:
-        with atomic_output(Path(videos) / f"{s.video_id}.mp4") as tmp:
-            frames = (render_frame(s, i) for i in range(s.num_frames))
-            write_video(tmp, frames, FPS, crf=20)
-    return len(specs)
+def render_clip(spec: ClipSpecV2, path: Path) -> None:
+    """Render and encode one clip (atomic: a reader never sees a half-written file)."""
+    with atomic_output(path) as tmp:
+        write_video(tmp, (render_frame(spec, i) for i in range(spec.num_frames)), FPS, crf=20)
 
 
 # ---------------------------------------------------------------------------- captions
@@ -276,10 +267,11 @@ def _render_many(args: tuple[list[ClipSpecV2], str]) -> int:
 
 def _phrase(rng: np.random.Generator, e: Event, with_size: bool) -> tuple[str, str]:
     """(subject + verb, subject + base verb) for one event."""
-    subj = v1._subject(rng, e.count, e.size, e.color, e.shape, with_size)
+    subj = subject(rng, count=e.count, size=e.size, color=e.color, shape=e.shape,
+                   with_size=with_size)  # fmt: skip
     plural = e.count > 1
-    return f"{subj} {v1._pick(rng, v1.MOTION_WORDS[e.motion])[plural]}", (
-        f"{subj} {v1._pick(rng, v1.MOTION_WORDS[e.motion])[1]}"
+    return f"{subj} {pick(rng, MOTION_WORDS[e.motion])[plural]}", (
+        f"{subj} {pick(rng, MOTION_WORDS[e.motion])[1]}"
     )
 
 
@@ -302,22 +294,22 @@ def caption_with_facts(spec: ClipSpecV2, rng: np.random.Generator) -> tuple[str,
     facts = [spec.events[i].fact(s) for i, s in zip(mentioned, sizes, strict=True)]
     if len(parts) == 1:
         text, base = parts[0]
-        caption = v1._pick(rng, [text, f"in this video {text}", f"at some point {text}",
-                                 f"we see {base}", f"a clip where {text}"])  # fmt: skip
+        caption = pick(rng, [text, f"in this video {text}", f"at some point {text}",
+                             f"we see {base}", f"a clip where {text}"])  # fmt: skip
     elif len(parts) == 2:
         (a, _), (b, _) = parts
-        caption = v1._pick(rng, [f"{a}, then {b}", f"first {a}; after that {b}",
-                                 f"{a} and then {b}", f"in this clip {a}, later {b}"])  # fmt: skip
+        caption = pick(rng, [f"{a}, then {b}", f"first {a}; after that {b}",
+                             f"{a} and then {b}", f"in this clip {a}, later {b}"])  # fmt: skip
     else:
         (a, _), (b, _), (c, _) = parts
-        caption = v1._pick(rng, [f"first {a}, then {b}, and finally {c}",
-                                 f"{a}, then {b}, then {c}"])  # fmt: skip
+        caption = pick(rng, [f"first {a}, then {b}, and finally {c}",
+                             f"{a}, then {b}, then {c}"])  # fmt: skip
     return caption, facts
 
 
 def captions(spec: ClipSpecV2, seed: int = 0, n: int = CAPTIONS_PER_CLIP) -> list[tuple[str, list]]:
     """``n`` distinct captions with their facts."""
-    rng = np.random.default_rng([seed, v1.hash_id(spec.video_id), VERSION, 7])
+    rng = caption_rng(seed, spec.video_id, VERSION)
     out: list[tuple[str, list]] = []
     for _ in range(200):
         if len(out) >= n:
@@ -368,6 +360,12 @@ def ambiguity_ceiling(specs: list[ClipSpecV2], facts: list[list[list]]) -> float
     return 100.0 * total / len(specs)
 
 
+def test_ceiling(specs: list[ClipSpecV2], seed: int) -> float:
+    """The ambiguity ceiling of the test split with its one caption per clip (the first)."""
+    tests = [s for s in specs if s.split == "test"]
+    return ambiguity_ceiling(tests, [captions(s, seed)[0][1] for s in tests])
+
+
 # ---------------------------------------------------------------------------- the world
 
 
@@ -386,133 +384,49 @@ def annotations(specs: list[ClipSpecV2], seed: int) -> dict[str, object]:
             "event": [next(j for j, e in enumerate(s.events) if e.start <= i < e.end) for i in idx],
             "spec": asdict(s),
         }
-    concepts = {
-        "sampler": {"name": "uniform", "num_frames": SAMPLER_FRAMES,
-                    "rule": "index_i = floor((i + 0.5) * num_frames_in_clip / 12)"},
-        "fps": FPS,
-        "clips": clips,
-    }  # fmt: skip
     facts = {s.video_id: [f for _, f in caps[s.video_id]] for s in specs}
     caption_texts = {v: [c for c, _ in pairs] for v, pairs in caps.items()}
-    return v1.msrvtt_files(specs, caption_texts, seed, VERSION) | {
-        "frame_concepts.json": concepts,
+    return msrvtt_files(specs, caption_texts, seed=seed, version=VERSION) | {
+        "frame_concepts.json": frame_concepts_file(clips),
         "caption_facts.json": facts,
-        "lexicon.json": dict(sorted(v1.LEXICON.items())),
+        "lexicon.json": dict(sorted(LEXICON.items())),
     }
 
 
-def test_ceiling(specs: list[ClipSpecV2], seed: int) -> float:
-    """The ambiguity ceiling of the test split with its one caption per clip (the first)."""
-    tests = [s for s in specs if s.split == "test"]
-    return ambiguity_ceiling(tests, [captions(s, seed)[0][1] for s in tests])
+def _ceiling_meta(specs: list[ClipSpecV2], seed: int) -> dict[str, object]:
+    """world.json's ``ceiling_t2v_R1``: the test split's ambiguity ceiling (None without one)."""
+    has_test = any(s.split == "test" for s in specs)
+    return {"ceiling_t2v_R1": round(test_ceiling(specs, seed), 2) if has_test else None}
 
 
-def build_world(
-    out: str | os.PathLike,
-    n_train: int,
-    n_test: int,
-    seed: int = 0,
-    workers: int | None = None,
-    progress: bool = False,
-    splits: tuple[str, ...] = v1.VIDEO_SPLITS,
-) -> dict[str, object]:
-    """Generate the v2 world under ``out``; ``world.json`` (written last) records the parameters,
-    the splits whose videos are rendered and the test split's ambiguity ceiling.
-
-    Every annotation file is always written; videos only for ``splits`` (the app needs only the
-    test split's, a quarter of the rendering). Videos already rendered for a world with the same
-    parameters are kept, so a test-only world grows into a full one by rendering the rest."""
-    t0 = time.perf_counter()
-    out = Path(out)
-    videos = out / "videos"
-    videos.mkdir(parents=True, exist_ok=True)
-    previous = v1.world_meta(out)
-    same = v1.built_with(previous, n_train, n_test, seed, VERSION)
-    rendered = v1.rendered_splits(previous) if same else set()
-    (out / "world.json").unlink(missing_ok=True)
-    specs = make_specs(n_train, n_test, seed)
-    todo = [s for s in specs if s.split in splits and s.split not in rendered]
-    workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
-    jobs = [(todo[i : i + 16], str(videos)) for i in range(0, len(todo), 16)]
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(todo), desc="demo world v2", unit="clip")
-    if workers == 1:
-        for job in jobs:
-            _render_many(job)
-            bar and bar.update(len(job[0]))
-    else:
-        with mp.get_context("spawn").Pool(workers) as pool:
-            for done in pool.imap_unordered(_render_many, jobs):
-                bar and bar.update(done)
-    bar and bar.close()
-    for name, content in annotations(specs, seed).items():
-        if isinstance(content, str):
-            atomic_write(out / name, content)
-        else:
-            v1._dump(content, out / name)
-    ceiling = round(test_ceiling(specs, seed), 2) if n_test else None
-    rendered |= set(splits)
-    meta = {"version": VERSION, "seed": seed, "n_train": n_train, "n_test": n_test,
-            "size": SIZE, "fps": FPS, "sampler_frames": SAMPLER_FRAMES,
-            "splits": sorted(rendered), "ceiling_t2v_R1": ceiling}  # fmt: skip
-    v1._dump(meta, out / "world.json")
-    return meta | {"seconds": round(time.perf_counter() - t0, 1), "workers": workers}
-
-
-# ---------------------------------------------------------------------------- pretraining corpus
-
-
-def pretrain_pair(seed: int, index: int) -> tuple[np.ndarray, str]:
-    """Frame ``index`` of the pretraining corpus ``[SIZE, SIZE, 3]`` uint8 and its phrase (the
-    group it shows: count, size, colour, shape; distractors and background unnamed)."""
-    spec = make_spec(seed, index, f"pretrain{index}", "pretrain", stream=PRETRAIN_STREAM)
-    rng = np.random.default_rng([seed, index, VERSION, PRETRAIN_STREAM, 7])
-    frame = int(rng.integers(spec.num_frames))
-    e = spec.event_at(frame)
-    threshold = (v1.RADIUS["small"] + v1.RADIUS["large"]) / 2
-    shown = next(o for o in objects(spec, frame) if o.role == "main")
-    size = "large" if shown.r >= threshold else "small"
-    phrase = v1._subject(rng, e.count, size, e.color, e.shape, bool(rng.random() < 0.7))
-    return render_frame(spec, frame, whole_clip=False), phrase
-
-
-def _pretrain_many(args: tuple[int, int, int]) -> tuple[np.ndarray, list[str]]:
-    seed, start, stop = args
-    pairs = [pretrain_pair(seed, i) for i in range(start, stop)]
-    return np.stack([p[0] for p in pairs]), [p[1] for p in pairs]
-
-
-def pretrain_pairs(seed: int, n: int, workers: int | None = None) -> tuple[np.ndarray, list[str]]:
-    """The first ``n`` pretraining pairs: frames ``[n, SIZE, SIZE, 3]`` uint8 and phrases."""
-    workers = max(1, min(workers or os.cpu_count() or 1, n))
-    chunk = max(1, min(512, -(-n // workers)))
-    jobs = [(seed, i, min(i + chunk, n)) for i in range(0, n, chunk)]
-    if workers == 1:
-        parts = [_pretrain_many(j) for j in jobs]
-    else:
-        with mp.get_context("spawn").Pool(workers) as pool:
-            parts = pool.map(_pretrain_many, jobs)
-    return np.concatenate([p[0] for p in parts]), [t for p in parts for t in p[1]]
+GENERATOR = WorldGenerator(
+    version=VERSION,
+    make_specs=make_specs,
+    render_clip=render_clip,
+    annotations=annotations,
+    by_split=True,  # the app needs only the test split's videos, a quarter of the rendering
+    extra_meta=_ceiling_meta,
+)
 
 
 __all__ = [
+    "GENERATOR",
+    "TEXTURES",
     "VERSION",
     "ClipSpecV2",
     "Distractor",
     "Event",
     "ambiguity_ceiling",
-    "build_world",
+    "annotations",
+    "background",
     "captions",
     "facts_match",
     "frame_concepts",
     "make_spec",
     "make_specs",
     "matches",
-    "pretrain_pair",
-    "pretrain_pairs",
+    "objects",
+    "render_clip",
     "render_frame",
     "test_ceiling",
 ]

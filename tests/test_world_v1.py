@@ -1,4 +1,4 @@
-"""The demo world: layout, determinism, captions, codec, and ground truth vs captions and pixels."""
+"""World v1: layout, determinism, captions, codec, and ground truth vs captions and pixels."""
 
 from __future__ import annotations
 
@@ -12,20 +12,18 @@ import av
 import numpy as np
 import pytest
 
-import emcl.data.demo_world as demo_world_mod
 from emcl.cli.world import main
 from emcl.data.datasets import read_msrvtt
-from emcl.data.demo_world import (
+from emcl.data.world import (
     COLORS,
     LEXICON,
     MOTIONS,
     SHAPES,
     build_world,
     caption_words,
-    ensure_world,
-    make_specs,
     world_is_complete,
 )
+from emcl.data.world.v1 import make_specs
 from emcl.video.decoder import load_frames
 from emcl.video.sampling import uniform_indices
 
@@ -187,18 +185,3 @@ def test_default_world_within_budget(tmp_path):
     build_world(tmp_path / "w")  # 2000 + 1000 clips, all cores
     assert time.perf_counter() - t0 <= 120
     assert len(list((tmp_path / "w" / "videos").glob("*.mp4"))) == 3000
-
-
-def test_ensure_world_builds_only_when_needed(tmp_path, monkeypatch):
-    world = tmp_path / "w"
-    ensure_world(world, 2, 1, 0)
-    assert world_is_complete(world, 2, 1, 0)
-    assert len(read_msrvtt(world, "test")) == 1
-
-    def no_rebuild(*args, **kwargs):
-        raise AssertionError("a complete world was rebuilt")
-
-    monkeypatch.setattr(demo_world_mod, "build_world", no_rebuild)
-    ensure_world(world, 2, 1, 0)
-    with pytest.raises(AssertionError, match="rebuilt"):  # other parameters: built again
-        ensure_world(world, 2, 1, 1)
