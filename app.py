@@ -15,14 +15,16 @@ import os
 import threading
 import time
 
-import torch
-
-from emcl.explorer.setup import load_explorer
-from ui.app import build_demo, launch_settings, queued
-from ui.flags import parse_args, serving_from, setup_from
-
 
 def main(argv: list[str] | None = None) -> None:
+    # Imported here, not at the top: the demo world's render workers (multiprocessing's
+    # spawn) import this file, and they need neither torch nor Gradio.
+    import torch
+
+    from emcl.explorer.setup import load_explorer
+    from ui.app import build_demo, launch_settings, queued
+    from ui.flags import parse_args, serving_from, setup_from
+
     start = time.perf_counter()
     args = parse_args(argv)
     serving = serving_from(args)  # a bad password file stops here, before any model loads
@@ -34,8 +36,14 @@ def main(argv: list[str] | None = None) -> None:
     demo = queued(build_demo(explorer, serving))
     _, url, _ = demo.launch(prevent_thread_lock=True, **launch_settings(setup, explorer, serving))
     print(f"UI ready at {url} in {time.perf_counter() - start:.1f} s", flush=True)
-    # The as-trained metrics' geometry (seconds) is built while the first page loads.
-    threading.Thread(target=explorer.warm_up, name="warm-up", daemon=True).start()
+
+    def warm_up() -> None:
+        # The as-trained tables and the default word encodings, below the searches' priority.
+        begun = time.perf_counter()
+        explorer.warm_up()
+        print(f"warm-up done in {time.perf_counter() - begun:.1f} s", flush=True)
+
+    threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
     demo.block_thread()
 
 

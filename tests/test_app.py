@@ -267,10 +267,17 @@ def test_launch_settings(served_app, explorer_inputs):
             assert not Path(private).resolve().is_relative_to(allowed)
     videos = [b for b in demo.blocks.values() if isinstance(b, gr.Video)]
     assert all(v.format is None for v in videos)  # no ffmpeg conversion of inputs
-    named = {"rank", "search", "align", "metrics", "sweep", "embedding_map", "add_videos"}
-    model_events = [f for f in demo.fns.values() if f.api_name in named]
-    assert len(model_events) == 7
-    assert {f.concurrency_id for f in model_events} == {common.MODEL}
+    # Each kind of work queues in its own group: a search never waits behind metrics or maps.
+    groups = {
+        "rank": common.SEARCH, "search": common.SEARCH, "metrics": common.METRICS,
+        "sweep": common.METRICS, "align": common.MAPS, "embedding_map": common.MAPS,
+        "map_item": common.MAPS, "add_videos": common.UPLOADS,
+    }  # fmt: skip
+    events = {f.api_name: f for f in demo.fns.values() if f.api_name in groups}
+    assert set(events) == set(groups)
+    for name, group in groups.items():
+        assert events[name].concurrency_id == group, name
+        assert events[name].concurrency_limit == common.GROUP_LIMITS[group], name
 
 
 # ---- named API parameters ------------------------------------------------------------------------

@@ -223,7 +223,7 @@ def test_projection_cache_key_has_every_setting(tmp_path, monkeypatch):
     x = np.random.default_rng(0).standard_normal((20, 6)).astype(np.float32)
     base = {"method": "umap", "seed": 1, "n_neighbors": 5, "min_dist": 0.1}
     coords, method = project(x, cache_dir=tmp_path, **base)
-    assert method == "umap"
+    assert method == "umap" and np.allclose(coords, x[:, :2] * 3 + 5000 + 10 + 1)
     (stored,) = tmp_path.glob("*.npy")
     sentinel = np.full((20, 2), -7.0, np.float32)
     np.save(stored, sentinel)  # a stale answer the cache would now give

@@ -443,7 +443,7 @@ def test_explorer_columns_equal_the_reference(explorer, world, mode, context, is
 
 def test_joint_mode_with_the_trained_prior_equals_the_reference(explorer, world):
     """The checkpoint's own EM settings and its momentum prior (the joint default)."""
-    knobs = replace(explorer.defaults("joint"), shortlist=24, top_k=40)
+    knobs = replace(explorer.defaults("joint"), shortlist=24, top_k=40, protocol=INFERENCE)
     assert knobs.init == "prior"
     text = "two small red circles move"
     got = explorer.rank(text, knobs)
@@ -475,7 +475,9 @@ def plain_metrics(sim: Tensor, owner: list[int]) -> dict[str, dict[str, float]]:
     groups = sorted(set(owner))
     v2t = []
     for v in groups:
-        best = {g: max(float(sim[a, v]) for a in range(len(owner)) if owner[a] == g) for g in groups}
+        best = {
+            g: max(float(sim[a, v]) for a in range(len(owner)) if owner[a] == g) for g in groups
+        }
         v2t.append(1 + sum(best[g] > best[v] for g in groups))
     return {"t2v": summary(t2v), "v2t": summary(v2t)}
 

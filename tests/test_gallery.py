@@ -15,7 +15,9 @@ import emcl.data.gallery as gallery_mod
 import emcl.data.gallery.extract as extract_mod
 import emcl.data.gallery.shards as shards_mod
 from emcl.data.datasets import VideoRecord
-from emcl.data.gallery import add_videos, build_gallery, load_gallery
+from emcl.data.gallery import add_videos, build_gallery, cache_key, load_gallery
+from emcl.data.gallery.build import cache_folder
+from emcl.data.gallery.settings import gallery_settings
 from emcl.video.decoder import load_frames
 from emcl.video.sampling import center_crop
 
@@ -235,3 +237,53 @@ def test_same_size_and_mtime_but_new_content_is_reextracted(tmp_path, make_clip,
     enc = TinyEncoder()
     build(records, enc, tmp_path / "cache")  # and reused after that
     assert enc.encoded == 0
+
+
+class PrecisionEncoder(TinyEncoder):
+    """The stand-in encoder computing in a named precision (as emcl/model/encoder.py says)."""
+
+    def __init__(self, precision: str):
+        super().__init__()
+        self.precision = precision
+
+
+def test_precision_keys_the_cache_and_auto_keeps_the_key_it_always_had(corpus, tmp_path):
+    plain = gallery_settings(num_frames=4, size=32, backend="auto", windows=None)
+    assert plain == gallery_settings(
+        num_frames=4, size=32, backend="auto", windows=None, precision="auto"
+    )
+    assert "precision" not in plain  # the key of caches made before the setting existed
+    fp32 = gallery_settings(num_frames=4, size=32, backend="auto", windows=None, precision="fp32")
+    assert fp32 == {**plain, "precision": "fp32"}
+    assert cache_key("m", fp32) != cache_key("m", plain)
+
+    g_auto = build(corpus, TinyEncoder(), tmp_path / "cache")
+    assert build(corpus, PrecisionEncoder("auto"), tmp_path / "cache").report.reused == 10
+    enc = PrecisionEncoder("fp32")
+    g_fp32 = build(corpus, enc, tmp_path / "cache")  # not a bf16/auto cache: extracted again
+    assert enc.encoded == 10 and g_fp32.cache_dir != g_auto.cache_dir
+    assert (
+        json.loads((g_fp32.cache_dir / "manifest.json").read_text())["settings"]["precision"]
+        == "fp32"
+    )
+    assert cache_folder(tmp_path / "cache", enc, num_frames=4) == g_fp32.cache_dir
+    loaded = load_gallery(tmp_path / "cache", "tiny-v1", num_frames=4, size=32, precision="fp32")
+    assert loaded.cache_dir == g_fp32.cache_dir and sorted(loaded.video_ids) == g_fp32.video_ids
+    with pytest.raises(ValueError, match="precision differs"):
+        add_videos(g_auto, corpus[:1], enc)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        build(corpus, PrecisionEncoder("fp64"), tmp_path / "cache")
+
+
+def test_extraction_decodes_a_batch_ahead_of_the_encoder(corpus, tmp_path, monkeypatch):
+    asked: dict[str, int | None] = {}
+    real_imap = extract_mod.DecoderPool.imap
+
+    def spy(self, *args, **kwargs):
+        asked.update(workers=self.max_workers, ahead=kwargs.get("ahead"))
+        return real_imap(self, *args, **kwargs)
+
+    monkeypatch.setattr(extract_mod.DecoderPool, "imap", spy)
+    monkeypatch.setattr(extract_mod, "default_workers", lambda: 3)
+    build(corpus, TinyEncoder(), tmp_path / "cache")
+    assert asked == {"workers": 3, "ahead": 3 + 2 * 3}  # a batch of 3 plus two per child

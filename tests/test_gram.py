@@ -125,7 +125,7 @@ def test_table_equals_a_loop_over_blocks_with_ragged_edges():
     gen = torch.Generator().manual_seed(7)
     text, frames = 2.0 * torch.randn(70, 16, generator=gen), torch.randn(45, 5, 16, generator=gen)
     params = WELL_CONDITIONED[1]
-    table = EmclNetTable(text, frames, blocks_per_call=1)  # one block per call
+    table = EmclNetTable(text, frames, max_slice_bytes=1)  # one block per call
     looped = torch.empty(70, 45)
     for t0 in range(0, 70, 32):
         for v0 in range(0, 45, 32):
@@ -141,7 +141,7 @@ def test_table_equals_a_loop_over_blocks_with_ragged_edges():
     batched = EmclNetTable(text, frames)
     torch.testing.assert_close(batched.scores(params), looped, atol=5e-5, rtol=0)
     terms = table.terms(params)
-    assert sum(part.z.shape[0] for part in terms.parts) == 3 * 2  # one EM run per block
+    assert table.n_blocks == 3 * 2 and terms.text_cross.shape == (70, 2)  # one EM run per block
     assert 0.0 < terms.rec_ratio(2.0) == pytest.approx(2.0 * terms.rec_ratio(1.0))
     for beta in (0.5, 3.0):
         torch.testing.assert_close(terms.scores(beta), table.scores(replace(params, beta=beta)))
@@ -156,3 +156,69 @@ def test_similarity_matrix_takes_the_cheaper_route_with_the_same_scores():
         text, frames=frames, params=params, protocol="trained", factorize=False
     )
     torch.testing.assert_close(routed, factorised, atol=5e-5, rtol=0)
+
+
+def _looped_table(text, frames, params, prior=None):
+    """A plain loop over 32 × 32 blocks through the single-block Gram route: scores, the rows'
+    reconstruction ratios and each block's terms (what the batched table must equal)."""
+    scores = torch.empty(text.shape[0], frames.shape[0], dtype=text.dtype)
+    ratios, first_z = [], []
+    for v0 in range(0, frames.shape[0], 32):
+        for t0 in range(0, text.shape[0], 32):
+            geo = geometry(text[t0 : t0 + 32], frames[v0 : v0 + 32])
+            terms = em_terms(geo, params, prior)
+            scores[t0 : t0 + 32, v0 : v0 + 32] = terms.cosines(geo.pairs, params.beta)
+            ratios.append(terms.rec_ratios(geo.pairs, params.beta))
+            if v0 == 0 and t0 + 32 <= text.shape[0]:
+                first_z.append(terms.z)
+    return scores, torch.cat(ratios), torch.stack(first_z)
+
+
+@pytest.mark.parametrize("budget", [1, 200_000, 1 << 30])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_batched_table_equals_a_plain_loop_over_blocks(budget, dtype):
+    """Every block's EM in one batched program (or slices of any size) gives the per-block
+    loop's scores, reconstruction ratio and effective K, with ragged text and video edges."""
+    gen = torch.Generator().manual_seed(11)
+    text = (3.0 * torch.randn(100, 16, generator=gen)).to(dtype)
+    frames = torch.randn(75, 5, 16, generator=gen).to(dtype)
+    params = EMParams(k=8, iters=4, lam=0.5, beta=2.5, init="data", seed=4)
+    expected, ratios, first_z = _looped_table(text, frames, params)
+    table = EmclNetTable(text, frames, dtype=dtype, max_slice_bytes=budget)
+    terms = table.terms(params)
+    got = terms.scores(params.beta)
+    assert got.dtype == dtype
+    torch.testing.assert_close(got, expected, atol=5e-5 if dtype == torch.float32 else 1e-10,
+                               rtol=0)  # fmt: skip
+    assert terms.rec_ratio(params.beta) == pytest.approx(float(ratios.median()), rel=1e-4)
+    assert terms.effective_k == int(effective_k(first_z).float().median().round())
+    lazy = EmclNetTable(text, frames, dtype=dtype, keep_geometry=False, max_slice_bytes=budget)
+    torch.testing.assert_close(lazy.scores(params), expected, atol=5e-5, rtol=0)
+
+
+def test_the_whole_table_is_one_em_call_when_it_fits(monkeypatch):
+    """With room for every block, one EM run is one batched call over all blocks (not one
+    per chunk); with a small budget it splits into several calls of whole blocks."""
+    import emcl.retrieval.emclnet_table as module
+
+    calls = []
+    real = module.em_responsibilities
+
+    def counting(gram, *args):
+        calls.append(gram.shape[0])
+        return real(gram, *args)
+
+    monkeypatch.setattr(module, "em_responsibilities", counting)
+    gen = torch.Generator().manual_seed(12)
+    text, frames = torch.randn(130, 16, generator=gen), torch.randn(70, 4, 16, generator=gen)
+    params = EMParams(k=4, iters=3, init="data")
+    EmclNetTable(text, frames, max_slice_bytes=1 << 30).terms(params)
+    assert calls == [5 * 3]  # (4 full + 1 short) text blocks × (2 full + 1 short) video blocks
+    calls.clear()
+    EmclNetTable(text, frames, max_slice_bytes=4 * (16 * 16 + 4 * 16 * 4) * 4).terms(params)
+    assert calls == [4, 4, 4, 3]
+
+
+def test_table_refuses_other_dtypes():
+    with pytest.raises(ValueError, match="dtype"):
+        EmclNetTable(torch.randn(4, 8), torch.randn(4, 2, 8), dtype=torch.float16)

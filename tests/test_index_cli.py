@@ -172,6 +172,8 @@ def test_query_prints_both_rankings_and_export_round_trips(built, capsys, tmp_pa
     assert code == 0
     result = json.loads(out)
     assert result["mode"] == "inference" and result["gallery_size"] == 10
+    # inference mode's protocol unless --protocol says otherwise
+    assert result["protocol"] == "inference" and result["em_run"].startswith("inference module")
     assert [h["rank"] for h in result["base"]] == [1, 2, 3]
     assert all(h["span"] is None for h in result["base"] + result["emcl"])
     scores = [h["score"] for h in result["base"]]

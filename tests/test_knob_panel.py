@@ -13,7 +13,15 @@ from hypothesis import strategies as st
 from emcl.explorer.knob_docs import parameter_doc
 from emcl.explorer.knobs import LIMITS, Knobs
 from ui.common import PROGRESS
-from ui.knob_panel import LOG_KNOBS, WIDGETS, KnobPanel, knobs_from_widgets, widget_values
+from ui.knob_panel import (
+    LOG_KNOBS,
+    RUN_LINES,
+    WIDGETS,
+    KnobPanel,
+    knobs_from_widgets,
+    shown_runs,
+    widget_values,
+)
 
 BASE = {
     "mode": "inference",
@@ -28,6 +36,7 @@ BASE = {
     "isoftmax": False,
     "log10_isoftmax_temp": -2.0,
     "top_k": 8,
+    "protocol": "inference",
 }
 
 
@@ -71,6 +80,8 @@ def test_widget_values_round_trip(lam, temp, beta, k):
         ("log10_lam", -5.0, "lam must be a finite number in"),
         ("log10_isoftmax_temp", 1.0, "isoftmax_temp must be a finite number in"),
         ("beta", -1.0, "beta"),
+        ("protocol", "emclnet", "protocol must be one of trained, inference; got 'emclnet'"),
+        ("protocol", "", "protocol must be one of trained, inference"),
     ],
 )
 def test_bad_widget_values_are_refused_by_name(widget, value, message):
@@ -81,7 +92,7 @@ def test_bad_widget_values_are_refused_by_name(widget, value, message):
 
 
 def test_bound_handlers_get_named_parameters_and_one_knobs_object():
-    panel = KnobPanel(widgets={}, effective_k=None, lam_value=None, reset=None)  # type: ignore[arg-type]
+    panel = KnobPanel(widgets={}, runs={}, lam_value=None, reset=None)  # type: ignore[arg-type]
     seen = {}
 
     def handler(query: str, knobs: Knobs, progress: gr.Progress = PROGRESS) -> str:
@@ -99,7 +110,7 @@ def test_bound_handlers_get_named_parameters_and_one_knobs_object():
 
 
 def test_bound_handlers_describe_every_knob_from_the_one_source():
-    panel = KnobPanel(widgets={}, effective_k=None, lam_value=None, reset=None)  # type: ignore[arg-type]
+    panel = KnobPanel(widgets={}, runs={}, lam_value=None, reset=None)  # type: ignore[arg-type]
 
     def handler(query: str, knobs: Knobs) -> str:
         """Rank the gallery.
@@ -113,3 +124,18 @@ def test_bound_handlers_describe_every_knob_from_the_one_source():
         words = parameter_doc(widget)
         assert f"{widget}: {words.hint} ({words.accepted})" in doc
     assert "log10_lam: E-step temperature λ, log scale (-3 – 1)" in doc
+
+
+def test_the_protocol_widget_carries_the_knob_and_reset_sets_the_modes_default():
+    assert knobs_from_widgets({**BASE, "protocol": "trained"}).protocol == "trained"
+    assert knobs_from_widgets(BASE).protocol == "inference"
+    for mode, protocol in (("joint", "trained"), ("inference", "inference")):
+        shown = dict(zip(WIDGETS, widget_values(Knobs(mode=mode)), strict=True))
+        assert shown["protocol"] == protocol
+
+
+@pytest.mark.parametrize("tab", ["search", "metrics", "subspaces", "map", "gallery"])
+def test_only_the_open_tabs_em_run_line_is_shown(tab):
+    visible = [update["visible"] for update in shown_runs(tab)]
+    want = tab if tab in RUN_LINES else "other"
+    assert visible == [line == want for line in RUN_LINES] and sum(visible) == 1

@@ -216,6 +216,33 @@ def test_encoder_never_writes_model_state_and_fingerprint_tracks_weights(model):
     assert Encoder(other, "cpu").fingerprint != encoder.fingerprint
 
 
+def test_encoder_precision_fp32_is_the_cpus_auto_and_bf16_autocasts(model):
+    clips = frames(2, 4)
+    auto = Encoder(model, "cpu")
+    assert auto.precision == "auto"
+    reference = auto.encode_videos(clips)["frames"]  # [2, 4, 128]
+    exact = Encoder(model, "cpu", "fp32").encode_videos(clips)["frames"]
+    assert torch.equal(exact, reference)
+    bf16 = Encoder(model, "cpu", "bf16")
+    rounded = bf16.encode_videos(clips)["frames"]
+    assert bf16.precision == "bf16" and not torch.equal(rounded, reference)
+    cosine = torch.nn.functional.cosine_similarity(rounded, reference, dim=-1)
+    assert cosine.min() > 0.99  # the same features to bf16 rounding
+    text = bf16.encode_texts(["a red circle"])["sentence"]
+    assert not torch.equal(text, auto.encode_texts(["a red circle"])["sentence"])
+    with pytest.raises(ValueError, match="precision must be one of"):
+        Encoder(model, "cpu", "fp64")
+
+
+def test_frames_become_pixels_on_the_target_device(model):
+    clips = frames(1, 2)
+    here = model.frames_to_pixels(clips)
+    assert torch.equal(model.frames_to_pixels(clips, "cpu"), here)
+    there = model.frames_to_pixels(clips, "meta")  # moved as uint8, normalised there
+    assert there.device.type == "meta" and there.shape == here.shape
+    assert there.dtype == here.dtype == torch.float32
+
+
 @pytest.mark.slow
 def test_vit_b32_random_weights_encode_aggregate_emcl_loss():
     torch.manual_seed(0)

@@ -14,7 +14,7 @@ from emcl.core.factorized import emclnet_logits_factorized
 from emcl.core.logits import emclnet_logits, inference_module_logits, text_conditioned_pool
 from emcl.retrieval.blocks import similarity_matrix
 from emcl.retrieval.index import GalleryIndex
-from emcl.retrieval.ranking import rank_query
+from emcl.retrieval.ranking import EmSummary, rank_as_trained, rank_query, rank_scores
 
 PARAMS = EMParams(k=8, iters=5, lam=0.1, beta=2.0, init="reference", seed=1)
 
@@ -312,3 +312,54 @@ def test_factorized_emclnet_with_a_trained_prior():
     fast, _ = emclnet_logits_factorized(text, frames, None, params, prior)
     direct = emclnet_logits(text, frames, None, lambda x: params.run(x, prior).embeddings)
     torch.testing.assert_close(fast, direct, atol=1e-5, rtol=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# As trained: the model's own query feature, its temperature, blocks of videos
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("context", ["shortlist", "block", "gallery"])
+def test_rank_as_trained_equals_a_loop_over_its_blocks(context):
+    gen = torch.Generator().manual_seed(4)
+    n, t, d, temperature = 75, 4, 16, 0.7  # 75 videos: blocks of 32, 32 and a short one of 11
+    frames = torch.randn(n, t, d, generator=gen) + 0.3
+    query = 3.0 * torch.randn(d, generator=gen)  # not unit norm: the pooling sees its norm
+    index = GalleryIndex.build([f"v{i}" for i in range(n)], frames.mean(1), frames)
+    params = EMParams(k=5, iters=4, lam=0.3, beta=3.0, init="data", seed=2)
+    got = rank_as_trained(
+        query, index, params, context=context, shortlist_size=40, top_k=n, temperature=temperature
+    )
+    pooled = torch.stack([torch.softmax(f @ query / temperature, 0) @ f for f in frames])
+    base = F.normalize(pooled, dim=-1) @ F.normalize(query, dim=0)
+    order = torch.argsort(base, descending=True, stable=True).tolist()
+    candidates = order[:40] if context == "shortlist" else order
+    runs = [candidates] if context == "gallery" else [
+        candidates[i : i + 32] for i in range(0, len(candidates), 32)
+    ]  # fmt: skip
+    want = {}
+    for rows in runs:
+        out = F.normalize(params.run(torch.cat([pooled[rows], query[None]])).embeddings, dim=-1)
+        want.update({i: float(out[j] @ out[-1]) for j, i in enumerate(rows)})
+    assert [h.index for h in got.base] == order
+    assert [h.score for h in got.base] == pytest.approx(base[order].tolist(), abs=1e-5)
+    scored = [h for h in got.emcl if h.index in want]
+    assert [h.score for h in scored] == pytest.approx([want[h.index] for h in scored], abs=1e-4)
+    assert [h.index for h in scored] == sorted(want, key=lambda i: -want[i])
+    assert got.em_rows == max(len(r) for r in runs) + 1 and got.context == context
+    plain = rank_query(query, index, params, protocol="trained", context=context, top_k=n)
+    assert [h.index for h in plain.base] != order  # unit query, temperature 3: another pooling
+
+
+def test_rank_scores_ranks_given_rows_with_every_video_a_candidate():
+    ids, videos = gallery(12)
+    index = GalleryIndex.build(ids, videos)
+    base = torch.linspace(0.9, 0.1, 12)
+    emcl = base.flip(0) * 0.5
+    em = EmSummary("block", 3, 1056, 0.01)
+    got = rank_scores(index, base, emcl, em, top_k=5)
+    assert [h.index for h in got.base] == [0, 1, 2, 3, 4]
+    assert [h.index for h in got.emcl] == [11, 10, 9, 8, 7]
+    assert [h.cosine for h in got.emcl] == [h.score for h in got.emcl]
+    assert got.emcl[0].rank_change == 12 - 1 and got.notices == []
+    assert (got.context, got.effective_k, got.em_rows, got.rec_ratio) == ("block", 3, 1056, 0.01)
+    with pytest.raises(ValueError, match="one score per index row"):
+        rank_scores(index, base[:5], emcl, em)

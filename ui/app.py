@@ -4,7 +4,6 @@ settings the server launches with (docs/reliability.md §2)."""
 from __future__ import annotations
 
 import asyncio
-import inspect
 import os
 from pathlib import Path
 from typing import Any
@@ -15,13 +14,12 @@ import gradio as gr
 
 from emcl import paths
 from emcl.auth import Logins
-from emcl.explorer.knob_docs import api_description
 from emcl.explorer.knobs import Knobs
 from emcl.explorer.service import Explorer
 from emcl.explorer.setup import Setup
 from emcl.explorer.uploads import UPLOAD_MAX_BYTES
 from ui import knob_panel
-from ui.common import CONCURRENCY, MODEL_EVENT, QUEUE_SIZE, QUIET_EVENT, user_errors
+from ui.common import CONCURRENCY, QUEUE_SIZE, QUIET_EVENT, QUIET_MAPS_EVENT
 from ui.flags import Serving
 from ui.tabs import gallery, map, metrics, search, subspaces
 from ui.text import summary
@@ -74,9 +72,9 @@ def build_demo(
                 lambda name=name: name, None, active_tab, api_visibility="private", queue=False
             )
             if name == "subspaces":
-                selected.then(redraw.redraw, redraw.inputs, redraw.outputs, **QUIET_EVENT)
+                selected.then(redraw.redraw, redraw.inputs, redraw.outputs, **QUIET_MAPS_EVENT)
+        knob_panel.wire_tabs(panel, tabs)
         _wire_knob_changes(explorer, panel, search_tab, metrics_tab, redraw)
-        _wire_rank_api(explorer)
     return demo
 
 
@@ -91,13 +89,11 @@ def _wire_knob_changes(
     then the subspace view if it is showing."""
 
     def refresh(query: str, knobs: Knobs) -> tuple:
-        table, note, effective = metrics.live(explorer, knobs)
+        table, note, metrics_run = metrics.live(explorer, knobs)
         if not isinstance(query, str) or not query.strip():
-            return gr.skip(), gr.skip(), gr.skip(), table, note, effective
-        base_html, emcl_html, status, effective = search.render(
-            explorer, explorer.rank(query, knobs)
-        )
-        return base_html, emcl_html, status, table, note, effective
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), table, note, metrics_run
+        shown = search.render(explorer, explorer.rank(query, knobs))
+        return *shown, table, note, metrics_run
 
     handler = panel.bind(refresh, before=["query"])
     inputs = [search_tab.query, *panel.inputs]
@@ -105,9 +101,10 @@ def _wire_knob_changes(
         search_tab.base_column,
         search_tab.emcl_column,
         search_tab.status,
+        panel.runs["search"],
         metrics_tab.table,
         metrics_tab.note,
-        panel.effective_k,
+        panel.runs["metrics"],
     ]
     events = [
         trigger(handler, inputs, outputs, **QUIET_EVENT)
@@ -117,31 +114,7 @@ def _wire_knob_changes(
         e.then(handler, inputs, outputs, **QUIET_EVENT) for e in knob_panel.wire(panel, explorer)
     ]
     for event in events:
-        event.then(redraw.redraw, redraw.inputs, redraw.outputs, **QUIET_EVENT)
-
-
-def _wire_rank_api(explorer: Explorer) -> None:
-    """``/rank``: the programmatic search, JSON out (its signature is the documented API)."""
-
-    def rank(
-        query: str,
-        beta: float,
-        k: int,
-        iters: int,
-        lam: float,
-        init: str,
-        top_k: int,
-        mode: str,
-    ) -> dict:
-        """Base and EMCL rankings of the gallery for a text query (JSON)."""
-        seed = explorer.defaults(mode if mode in ("joint", "inference") else None).seed
-        knobs = Knobs(
-            mode=mode, beta=beta, k=k, iters=iters, lam=lam, init=init, seed=seed, top_k=top_k
-        )
-        return explorer.rank(query, knobs).to_json()
-
-    described = api_description(rank.__doc__ or "", inspect.signature(rank).parameters)
-    gr.api(user_errors(rank), api_name="rank", api_description=described, **MODEL_EVENT)
+        event.then(redraw.redraw, redraw.inputs, redraw.outputs, **QUIET_MAPS_EVENT)
 
 
 def _login_check(logins: Logins) -> Any:

@@ -1,4 +1,4 @@
-"""What every tab shares: error mapping, the model concurrency group, file URLs."""
+"""What every tab shares: error mapping, the concurrency groups, file URLs."""
 
 from __future__ import annotations
 
@@ -16,11 +16,23 @@ from emcl.explorer.service import Explorer
 from emcl.video.errors import VideoDecodeError
 
 QUEUE_SIZE = 32
-CONCURRENCY = 2  # model-touching events at once (torch already uses every core per request)
-MODEL = "model"  # the one concurrency id shared by every event that touches a model
-MODEL_EVENT = {"concurrency_id": MODEL, "concurrency_limit": CONCURRENCY}
+CONCURRENCY = 2  # events of no group below, at once
+# Concurrency groups (docs/reliability.md §4): each kind of work queues on its own, so a search
+# never waits behind a metrics run or a map; the long computations also run below the request
+# threads' CPU priority (emcl/explorer/latest.py), so a search gets the cores as well.
+SEARCH = "search"  # /rank, /search: tens of milliseconds each
+METRICS = "metrics"  # /metrics, sweeps, the knob refresh: waiting calls share the newest run
+MAPS = "maps"  # /align, /embedding_map, /map_item, the grounding poll
+UPLOADS = "uploads"  # /add_videos: one at a time
+GROUP_LIMITS = {SEARCH: 4, METRICS: 8, MAPS: 2, UPLOADS: 1}
+SEARCH_EVENT = {"concurrency_id": SEARCH, "concurrency_limit": GROUP_LIMITS[SEARCH]}
+METRICS_EVENT = {"concurrency_id": METRICS, "concurrency_limit": GROUP_LIMITS[METRICS]}
+MAPS_EVENT = {"concurrency_id": MAPS, "concurrency_limit": GROUP_LIMITS[MAPS]}
+UPLOADS_EVENT = {"concurrency_id": UPLOADS, "concurrency_limit": GROUP_LIMITS[UPLOADS]}
 # Knob-driven refreshes: private, and only the newest pending call runs (no queued storm).
-QUIET_EVENT = {"api_visibility": "private", "trigger_mode": "always_last", **MODEL_EVENT}
+QUIET = {"api_visibility": "private", "trigger_mode": "always_last"}
+QUIET_EVENT = {**QUIET, **METRICS_EVENT}  # the knob refresh: metrics (and the columns)
+QUIET_MAPS_EVENT = {**QUIET, **MAPS_EVENT}  # the Subspaces tab's redraw
 PROGRESS = gr.Progress()  # Gradio passes each call its own tracker in place of this default
 
 

@@ -10,10 +10,16 @@ from pathlib import Path
 
 from emcl import paths
 from emcl.auth import AuthFileError, Logins
+from emcl.explorer.device import DEVICES, check_device
 from emcl.explorer.setup import Setup
 from emcl.explorer.uploads import MIB, UploadLimits
+from emcl.model.config import PRECISIONS
 
 LOOPBACK = "127.0.0.1"
+PRECISION_HELP = (
+    "how the models encode videos and queries: auto (bf16 autocast on a GPU, fp32 on the CPU), "
+    "bf16, fp16 or fp32 (GPU features equal to the CPU's, for parity)"
+)
 
 
 @dataclass(frozen=True)
@@ -72,7 +78,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"demo world, feature and map caches, uploads (default: ${paths.CACHE_ENV} or "
         "./.cache in the repository)",
     )
-    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument(
+        "--device",
+        default="auto",
+        choices=DEVICES,
+        help="cpu, cuda (refused where torch sees no GPU) or auto (a GPU when there is one)",
+    )
+    ap.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
     ap.add_argument("--host", default=LOOPBACK, help="bind address (default: loopback only)")
     ap.add_argument("--port", type=int, default=7860)
     team = ap.add_argument_group(
@@ -113,6 +125,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         )
     if (args.ssl_certfile is None) != (args.ssl_keyfile is None):
         ap.error("--ssl-certfile and --ssl-keyfile go together")
+    try:
+        check_device(args.device)
+    except ValueError as error:
+        ap.error(str(error))  # exits 2 with the reason
     if args.upload_quota_mb < 0 or args.upload_cap_mb < 0:
         ap.error("upload limits must be >= 0 MiB")
     return args
@@ -157,4 +173,5 @@ def setup_from(args: argparse.Namespace) -> Setup:
         pretrained=args.pretrained,
         cache_dir=paths.cache_root(args.cache_dir),
         device=args.device,
+        precision=args.precision,
     )

@@ -4,7 +4,11 @@ validated :class:`Knobs` instead of a tuple of widget values.
 λ and τ live on log₁₀ sliders; their API parameters are called ``log10_lam`` and
 ``log10_isoftmax_temp`` and say so. Everything else has the knob's own name, so every event
 that takes the knobs has named parameters in the API (``view_api``). Labels, hints, the guide
-and the API descriptions come from emcl/explorer/knob_docs.py."""
+and the API descriptions come from emcl/explorer/knob_docs.py.
+
+Under the knobs, one line per tab that reports an EM run (effective K and EMCL's size, naming
+the run): each tab writes its own line, and only the open tab's line is shown, so the panel
+never shows one tab's figures while another tab is open."""
 
 from __future__ import annotations
 
@@ -17,15 +21,17 @@ from typing import Any
 
 import gradio as gr
 
+from emcl.core.protocols import PROTOCOLS
 from emcl.explorer.knob_docs import LOG_PREFIX, api_description, parameter_doc
 from emcl.explorer.knobs import INITS, LIMITS, KnobError, Knobs
 from emcl.explorer.service import Explorer
 from emcl.retrieval.ranking import CONTEXTS
 from ui.common import user_errors
-from ui.text import knob_guide
+from ui.text import knob_guide, no_run_line
 
 LOG_KNOBS = {f"{LOG_PREFIX}{k}": k for k in ("lam", "isoftmax_temp")}  # widget -> knob
 WIDGETS = tuple(next((w for w, k in LOG_KNOBS.items() if k == n), n) for n in Knobs.names())
+RUN_LINES = ("search", "metrics", "other")  # the panel's EM-run lines: these tabs, the rest
 
 
 def _from_log(widget: str, value: object) -> float:
@@ -55,7 +61,7 @@ def widget_values(knobs: Knobs) -> list[Any]:
 @dataclass
 class KnobPanel:
     widgets: dict[str, gr.components.Component]  # widget name -> component
-    effective_k: gr.Markdown
+    runs: dict[str, gr.Markdown]  # RUN_LINES -> that tab's EM-run line (only the open one shows)
     lam_value: gr.Markdown
     reset: gr.Button
 
@@ -95,9 +101,16 @@ def build(explorer: Explorer) -> KnobPanel:
     gr.Markdown("### Knobs")
     w: dict[str, gr.components.Component] = {}
     w["mode"] = gr.Radio(modes, value=defaults.mode, **_words("mode"))
+    w["protocol"] = gr.Radio(list(PROTOCOLS), value=defaults.protocol, **_words("protocol"))
     w["beta"] = _slider("beta", defaults.beta, 0.1)
     w["k"] = _slider("k", defaults.k, 1)
-    effective_k = gr.Markdown("effective K: –", elem_classes="emcl-effk")
+    runs = {
+        line: gr.Markdown(
+            no_run_line(line), visible=line == "search", elem_classes="emcl-effk",
+            elem_id=f"emcl-run-{line}",
+        )
+        for line in RUN_LINES
+    }  # fmt: skip
     w["iters"] = _slider("iters", defaults.iters, 1)
     w["log10_lam"] = _log_slider("lam", defaults.lam)
     lam_value = gr.Markdown(f"λ = {defaults.lam:g}", elem_classes="emcl-effk")
@@ -120,7 +133,7 @@ def build(explorer: Explorer) -> KnobPanel:
     reset = gr.Button("Reset to paper defaults", variant="secondary")
     with gr.Accordion("What the knobs mean", open=False):
         gr.Markdown(knob_guide(), elem_classes="emcl-hint")
-    return KnobPanel(w, effective_k, lam_value, reset)
+    return KnobPanel(w, runs, lam_value, reset)
 
 
 def _words(widget: str) -> dict[str, str]:
@@ -171,11 +184,30 @@ def wire(panel: KnobPanel, explorer: Explorer) -> gr.events.Dependency:
     return snapped, reset_event
 
 
+def shown_runs(tab: str) -> list[dict[str, Any]]:
+    """Visibility updates of the EM-run lines (in :data:`RUN_LINES` order) for the open tab."""
+    shown = tab if tab in RUN_LINES else "other"
+    return [gr.update(visible=line == shown) for line in RUN_LINES]
+
+
+def wire_tabs(panel: KnobPanel, tabs: dict[str, gr.Tab]) -> None:
+    """Selecting a tab shows its EM-run line under the knobs and hides the others'."""
+    for name, tab in tabs.items():
+        tab.select(
+            lambda name=name: shown_runs(name),
+            None,
+            [panel.runs[line] for line in RUN_LINES],
+            api_visibility="private",
+            queue=False,
+            show_progress="hidden",
+        )
+
+
 def change_events(panel: KnobPanel) -> list:
     """The triggers of a knob the user moved: sliders on release, the rest on user input only
     (not when Reset sets them)."""
     w = panel.widgets
     sliders = ("beta", "k", "iters", "log10_lam", "shortlist", "log10_isoftmax_temp", "top_k")
     events = [w[name].release for name in sliders]
-    events += [w["mode"].input, w["context"].input, w["isoftmax"].input]
+    events += [w["mode"].input, w["protocol"].input, w["context"].input, w["isoftmax"].input]
     return [*events, w["seed"].submit, w["seed"].blur]

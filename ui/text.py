@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from emcl.core.protocols import TRAINED
+from emcl.core.protocols import BLOCK, INFERENCE, TRAINED
 from emcl.core.subspace import GROUP_TOL
 from emcl.explorer.knob_docs import guide
 from emcl.explorer.knobs import Knobs
-from emcl.explorer.results import AlignResult, GroundingAverage, MetricsResult
+from emcl.explorer.results import AlignResult, GroundingAverage, MetricsResult, SearchResult
 from emcl.explorer.service import Explorer
 
 # The panel's readout under the knobs (what the knobs mean: emcl/explorer/knob_docs.py).
@@ -18,8 +18,11 @@ EM_SIZE_GUIDE = """
   large the added reconstruction is next to the feature it is added to. Below about 1 % EMCL
   cannot change a ranking much whatever the other knobs say (the demo's EMCL-Net features are
   unnormalised and long, so their ratio is small); above about 50 % the reconstruction, which
-  the rows of one EM run share, dominates the features (docs/method.md §1.11).
+  the rows of one EM run share, dominates the features (docs/method.md §1.11). The line shows
+  the open tab's EM run and names it (protocol, context, blocks or shortlist): the Search tab's
+  last search, or the Metrics tab's table.
 """
+PROTOCOL_NAMES = {TRAINED: "as trained", INFERENCE: "inference module"}
 
 
 def knob_guide() -> str:
@@ -114,9 +117,33 @@ def rec_hint(rec_ratio: float) -> str:
     return "EMCL moves the features noticeably"
 
 
+def metrics_run(result: MetricsResult) -> str:
+    """The EM run behind a metrics table's effective K and EMCL's size, in words."""
+    if result.protocol == TRAINED:
+        return "{} · median over every EM block of {} captions × {} videos".format(
+            PROTOCOL_NAMES[TRAINED], *BLOCK[TRAINED]
+        )
+    return "{} · first EM block of {} × {}".format(PROTOCOL_NAMES[INFERENCE], *BLOCK[INFERENCE])
+
+
 def metrics_em_line(result: MetricsResult) -> str:
-    where = "median over every EM block" if result.protocol == TRAINED else "first EM block"
-    return em_size_line(result.effective_k, result.rec_ratio, where)
+    """The panel line of the Metrics tab: its table's EM run."""
+    return em_size_line(result.effective_k, result.rec_ratio, f"Metrics · {metrics_run(result)}")
+
+
+def search_em_line(result: SearchResult) -> str:
+    """The panel line of the Search tab: the last search's EM run."""
+    return em_size_line(result.effective_k, result.rec_ratio, f"Search · {result.em_run}")
+
+
+def no_run_line(tab: str) -> str:
+    """The panel line of a tab before its first EM run, or of a tab that reports none."""
+    if tab == "search":
+        return "effective K and EMCL's size: – (Search · no query yet)"
+    return (
+        "effective K and EMCL's size: shown on the Search and Metrics tabs, each for its own "
+        "EM run; the Subspaces tab names its pair's run above its figures"
+    )
 
 
 def grounding_table(

@@ -23,6 +23,8 @@ from emcl.data.datasets import SPLITS, read_dataset
 from emcl.data.sharding import Rank, merge_parts, run
 from emcl.data.windows import DEFAULT_WINDOWS, WindowSpec
 from emcl.fileio import atomic_write_json
+from emcl.model.config import PRECISIONS
+from emcl.video.decoder import default_workers
 
 
 def parser() -> argparse.ArgumentParser:
@@ -38,9 +40,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--pretrained", help="open_clip weights tag for --model")
     p.add_argument("--cache-dir", help="cache root (default: $EMCL_CACHE_DIR or <repo>/.cache)")
     p.add_argument("--batch-size", type=int, default=32, help="clips per encoder call")
-    p.add_argument("--workers", type=int, help="decoder processes per rank (default: 2)")
+    p.add_argument(
+        "--workers", type=int, help="decoder processes per rank (default: the CPUs shared out)"
+    )
     p.add_argument("--timeout", type=float, default=30.0, help="seconds per decode")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (one GPU per rank)")
+    p.add_argument(
+        "--precision", choices=PRECISIONS, default="auto",
+        help="how the encoder computes: auto (bf16 autocast on a GPU, fp32 on the CPU), bf16, "
+        "fp16 or fp32 (a GPU's features equal to the CPU's, for parity); part of the cache key",
+    )  # fmt: skip
     p.add_argument(
         "--windows", metavar="OVER,LENGTH,STRIDE",
         default=f"{DEFAULT_WINDOWS.threshold_s:g},{DEFAULT_WINDOWS.length_s:g},"
@@ -67,6 +76,11 @@ def _windows(args: argparse.Namespace) -> WindowSpec | None:
         raise SystemExit(f"--windows: expected OVER,LENGTH,STRIDE in seconds ({e})") from None
 
 
+def _workers() -> int:
+    """Decoder children per rank: this machine's CPUs shared among its ranks."""
+    return max(1, default_workers() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+
+
 def _encoder(args: argparse.Namespace, rank: Rank):
     from emcl.model.checkpoint import load_checkpoint
     from emcl.model.config import ModelConfig
@@ -79,11 +93,11 @@ def _encoder(args: argparse.Namespace, rank: Rank):
     elif rank.world > 1:  # CPU ranks share the machine's cores
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // rank.world))
     if args.checkpoint:
-        return Encoder(load_checkpoint(args.checkpoint), device)
+        return Encoder(load_checkpoint(args.checkpoint), device, args.precision)
     config = ModelConfig(
         backbone=args.model, pretrained=args.pretrained, temporal="meanP", emcl=None
     )
-    return Encoder(EMCLRetrievalModel(config).eval(), device)
+    return Encoder(EMCLRetrievalModel(config).eval(), device, args.precision)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,8 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     cache = paths.features_dir(args.cache_dir)
     options = {
         "num_frames": encoder.num_frames, "size": encoder.image_size,
-        "batch_size": args.batch_size, "workers": args.workers, "timeout": args.timeout,
-        "windows": windows, "progress": not args.quiet and rank.rank == 0,
+        "batch_size": args.batch_size, "workers": args.workers or _workers(),
+        "timeout": args.timeout, "windows": windows, "progress": not args.quiet and rank.rank == 0,
     }  # fmt: skip
     if args.merge_only:
         result = merge_parts(records, encoder, cache, args.parts, **options)

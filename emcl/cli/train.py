@@ -20,9 +20,12 @@ import os
 import sys
 from typing import Any
 
+from emcl.model.backbone import resolve_device
 from emcl.model.checkpoint import CheckpointError
+from emcl.model.config import PRECISIONS
 from emcl.training.loop import NonFiniteLoss, train
 from emcl.training.presets import PRESETS, TrainConfig
+from emcl.training.step import StepSettings
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -58,6 +61,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from <out>/last")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="autocast over fp32 weights: auto (bf16 on a GPU, fp32 on the CPU), "
+                   "bf16, fp16 (GPU) or fp32")  # fmt: skip
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the forward and loss (emcl/training/step.py)")  # fmt: skip
     p.add_argument("--backbone", help="open_clip model name (overrides the preset)")
     p.add_argument("--pretrained", help="open_clip tag or local .safetensors ('' = none)")
     p.add_argument("--batch-size", type=int, help="global batch size")
@@ -81,9 +89,15 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.corpus:  # pretraining: the folder the video presets' --init-from default names
         default = f"runs/{args.preset}"
     out = args.out or default
+    speed = StepSettings(precision=args.precision, compile=args.compile)
+    try:
+        speed.resolve(resolve_device(args.device))  # a setting this device lacks: say so now
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     try:
         _, summary = train(cfg, out, resume=args.resume, device=args.device, cache_dir=args.cache,
-                           export=args.export, progress=not args.quiet)  # fmt: skip
+                           export=args.export, progress=not args.quiet, speed=speed)  # fmt: skip
     except (NonFiniteLoss, CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -110,7 +110,8 @@ def geometry(
     dims of ``frames`` broadcast: one video block ``[Bv, T, D]`` serves many text blocks."""
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature!r}")
-    text, frames = text.float(), frames.float()
+    dtype = torch.promote_types(text.dtype, torch.float32)  # fp16 -> fp32; fp64 stays
+    text, frames = text.to(dtype), frames.to(dtype)
     bv, t, d = frames.shape[-3:]
     frame_rows = frames.reshape(*frames.shape[:-3], bv * t, d)  # [..., Bv*T, D]
     text_frame = text @ frame_rows.mT  # [..., Bt, Bv*T]
@@ -137,39 +138,56 @@ def geometry(
     )
 
 
-def _first_logits(geo: Geometry, params: EMParams, prior: Tensor | None) -> Tensor:
-    """``X^T mu_0`` ``[..., D, K]`` for the initial bases, without forming them."""
+def first_logits(
+    gram: Tensor, row_sum: Tensor, params: EMParams, prior: Tensor | None = None
+) -> Tensor:
+    """``X^T mu_0`` ``[..., D, K]`` for the initial bases of ``params``, without forming them
+    (``gram`` ``[..., D, D]``, ``row_sum`` ``[..., D]``)."""
     k = params.k
     init = params.resolve_init(prior)
     if isinstance(init, Tensor) or init == "reference":
         # Every row starts from the same K-vector, so X^T mu_0 = (sum of rows) mu_0^T.
         start = init if isinstance(init, Tensor) else reference_init(k, params.generator())
-        start = start.detach().float().to(geo.gram.device).reshape(-1)  # [K]
+        start = start.detach().to(gram).reshape(-1)  # [K]
         if start.shape[0] != k:
             raise ValueError(f"init has {start.shape[0]} bases but k={k}")
-        return geo.row_sum[..., :, None] * start  # [..., D, K]
+        return row_sum[..., :, None] * start  # [..., D, K]
     # "data": the K feature columns emcl.core.em.data_init draws, as unit-norm bases.
-    columns = data_init_columns(geo.gram.shape[-1], k, params.generator()).to(geo.gram.device)
-    column_norms = geo.gram.diagonal(dim1=-2, dim2=-1)[..., columns].clamp(min=0).sqrt()
-    return geo.gram[..., :, columns] / (EPS + column_norms[..., None, :])
+    columns = data_init_columns(gram.shape[-1], k, params.generator()).to(gram.device)
+    column_norms = gram.diagonal(dim1=-2, dim2=-1)[..., columns].clamp(min=0).sqrt()
+    return gram[..., :, columns] / (EPS + column_norms[..., None, :])
+
+
+def em_responsibilities(
+    gram: Tensor, row_sum: Tensor, params: EMParams, prior: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """The EM of ``params`` (beta ignored) on Gram matrices ``[..., D, D]``: the final
+    responsibilities ``z`` ``[..., D, K]`` (columns sum to 1) and ``EPS + |X z_k|`` ``[..., K]``.
+
+    One batched program per iteration over every leading index, with no host synchronisation
+    (the same kernels on a CPU and a GPU). The column normalisation of ``z`` and the division
+    by the bases' norms are per-column factors, so they are folded into one ``[..., 1, K]``
+    scale on the next iteration's logits instead of passes over ``[..., D, K]``."""
+    check_iters(params.iters)
+    lam = check_lam(params.lam)
+    d, k = gram.shape[-1], params.k
+    if params.iters == 0:
+        return gram.new_zeros(*gram.shape[:-2], d, k), gram.new_ones(*gram.shape[:-2], k)
+    logits = first_logits(gram, row_sum, params, prior)  # [..., D, K]
+    scale: Tensor | float = 1.0 / lam
+    for _ in range(params.iters):
+        p = torch.softmax(logits * scale, dim=-1)  # [..., D, K] before the column sums
+        columns = EPS + p.sum(dim=-2, keepdim=True)  # [..., 1, K]: z = p / columns
+        logits = gram @ p  # [..., D, K] = X^T X p
+        x_p = (p * logits).sum(dim=-2, keepdim=True).clamp(min=0).sqrt()  # [..., 1, K] |X p|
+        norms = EPS + x_p / columns  # eps + |X z|
+        scale = 1.0 / (lam * columns * norms)  # X^T mu / lam = (X^T X p) * scale
+    return p / columns, norms.squeeze(-2)
 
 
 def em_terms(geo: Geometry, params: EMParams, prior: Tensor | None = None) -> Terms:
     """Run the EM of ``params`` (its beta is ignored) on every block of ``geo``."""
-    check_iters(params.iters)
-    lam = check_lam(params.lam)
-    gram = geo.gram
-    *lead, d, _ = gram.shape
-    k = params.k
-    logits = _first_logits(geo, params, prior)
-    z = gram.new_zeros(*lead, d, k)
-    norms = gram.new_ones(*lead, k)
-    for _ in range(params.iters):
-        z = torch.softmax(logits * (1.0 / lam), dim=-1)
-        z = z / (EPS + z.sum(dim=-2, keepdim=True))  # [..., D, K] columns sum to 1
-        gram_z = gram @ z  # [..., D, K] = X^T X z
-        norms = EPS + (z * gram_z).sum(dim=-2).clamp(min=0).sqrt()  # [..., K] eps + |X z_k|
-        logits = gram_z / norms[..., None, :]  # X^T mu
+    z, norms = em_responsibilities(geo.gram, geo.row_sum, params, prior)
     return _terms(geo, z, norms)
 
 
@@ -180,7 +198,14 @@ def _terms(geo: Geometry, z: Tensor, norms: Tensor) -> Terms:
     per_frame = geo.frames.reshape(*geo.frames.shape[:-3], bv * t, d) @ z  # [..., Bv*T, K]
     per_frame = per_frame.reshape(*per_frame.shape[:-2], bv, t, -1)  # [..., Bv, T, K]
     pooled_z = geo.weights.transpose(-3, -2) @ per_frame  # [..., Bv, Bt, K] z^T x_ab
-    text_z = (geo.text @ z).unsqueeze(-3)  # [..., 1, Bt, K] z^T t_a
+    text_z = geo.text @ z  # [..., Bt, K] z^T t_a
+    return terms_from_projections(pooled_z, text_z, z, norms)
+
+
+def terms_from_projections(pooled_z: Tensor, text_z: Tensor, z: Tensor, norms: Tensor) -> Terms:
+    """:class:`Terms` from ``z^T x_ab`` ``[..., Bv, Bt, K]`` (video-major), ``z^T t_a``
+    ``[..., Bt, K]``, ``z`` ``[..., D, K]`` and ``EPS + |X z|`` ``[..., K]``."""
+    text_z = text_z.unsqueeze(-3)  # [..., 1, Bt, K]
     # mu = X z / norms: fold 1/norms into the K × K matrices instead of scaling every row.
     scale = 1.0 / norms  # [..., K]
     zz = z.mT @ z  # [..., K, K]: <r_i, r_j> = mu_i^T (z^T z) mu_j
@@ -188,6 +213,7 @@ def _terms(geo: Geometry, z: Tensor, norms: Tensor) -> Terms:
     text_weights = text_z * scale[..., None, None, :]  # [..., 1, Bt, K] = mu_t
     text_rec = text_z @ zz_scaled.unsqueeze(-3)  # [..., 1, Bt, K] = (S zz S) z^T t_a
     pooled_rec = (pooled_z.flatten(-3, -2) @ zz_scaled).reshape(pooled_z.shape)
+    shape = pooled_z.shape[:-1]  # [..., Bv, Bt]
 
     def pair(values: Tensor) -> Tensor:  # [..., Bv, Bt] -> [..., Bt, Bv]
         return values.transpose(-2, -1)
@@ -195,7 +221,7 @@ def _terms(geo: Geometry, z: Tensor, norms: Tensor) -> Terms:
     return Terms(
         cross=pair(2.0 * (text_weights * pooled_z).sum(-1)),
         rec_dot=pair((text_rec * pooled_z).sum(-1)),
-        pooled_cross=pair(((pooled_z * pooled_z) @ scale[..., None, :, None]).squeeze(-1)),
+        pooled_cross=pair((pooled_z.square().flatten(-3, -2) @ scale[..., :, None]).view(shape)),
         pooled_rec_sq=pair((pooled_rec * pooled_z).sum(-1)),
         text_cross=pair((text_weights * text_z).sum(-1)),
         text_rec_sq=pair((text_rec * text_z).sum(-1)),
@@ -231,8 +257,11 @@ __all__ = [
     "Pairs",
     "Terms",
     "cosine_from_squares",
+    "em_responsibilities",
     "em_terms",
     "emclnet_scores",
+    "first_logits",
     "geometry",
     "gram_cost",
+    "terms_from_projections",
 ]

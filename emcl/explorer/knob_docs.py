@@ -93,9 +93,12 @@ _DOCS = (
          f"""Which rows share one EM run in search: *shortlist* (the query and its top-M base
          candidates; the rest keep their base order), *gallery* (the query and every video),
          *block* (the reference protocol: the query against blocks of {SEARCH_BLOCK} videos).
-         Scores depend on the context: EMCL is transductive. The columns show the same kind of
-         score, the cosine of query and video (after EMCL in the EMCL column); the inference
-         module ranks by the dot product of its outputs, shown small beside the cosine.""",
+         Scores depend on the context: EMCL is transductive. In the *trained* protocol the
+         shortlist and the block context split their videos into blocks of
+         {BLOCK[TRAINED][1]}, and a caption of the gallery runs in its own caption block
+         whatever the context (see `protocol`). The columns show the same kind of score, the
+         cosine of query and video (after EMCL in the EMCL column); the inference module ranks
+         by the dot product of its outputs, shown small beside the cosine.""",
          _choices(CONTEXTS)),
     _doc("shortlist", "shortlist size M", "shortlist size", "base candidates the EM re-ranks",
          """M, the base candidates the EM re-ranks in the *shortlist* context.""",
@@ -114,26 +117,31 @@ _DOCS = (
          """Results shown per column, clamped to the gallery; the ground truth's rank is shown
          even outside them.""",
          _range("top_k")),
+    _doc("protocol", "protocol", "similarity protocol",
+         "how search scores: as trained, or the inference module",
+         f"""*{TRAINED}*, as trained: the checkpoints' own protocol (EMCL-Net): text-conditioned
+         pooling of the model's own frame features, one EM run per block of {_TRAINED_BLOCK},
+         cosines after EMCL. A query that is one of the gallery's captions is scored in its
+         caption block against every video block, so its column is that caption's row of the
+         Metrics tab's as-trained table; free text runs the EM on its shortlist split into
+         blocks of {BLOCK[TRAINED][1]} videos (the *block* context: every video, *gallery*:
+         one run). *{INFERENCE}*: the released inference module, mean-pooled unit-norm videos,
+         the EM context as chosen above. Search takes the mode's default when a request names
+         none: {TRAINED} in *joint* mode, {INFERENCE} in *inference* mode. The metrics and
+         sweeps take `protocol` too: the live table is always {TRAINED}, the inference
+         module's rows ({_INFERENCE_BLOCK} blocks, or the *gallery* context's one run) one
+         click away. docs/method.md §2.""",
+         _choices(PROTOCOLS)),
 )  # fmt: skip
 # In the knobs' own order; a knob without a doc fails here, at import.
 KNOB_DOCS: dict[str, KnobDoc] = {name: {d.name: d for d in _DOCS}[name] for name in NAMES}
 
-PROTOCOL_DOC = _doc(
-    "protocol", "metrics protocol", "similarity protocol", "which protocol the metrics use",
-    f"""*{TRAINED}* (the default), as trained: the protocol the checkpoints were trained with,
-    EMCL-Net's text-conditioned frame pooling and one EM run per block of {_TRAINED_BLOCK},
-    the same computation as `python -m emcl evaluate`. *{INFERENCE}*: the
-    released inference module, mean-pooled unit-norm videos and {_INFERENCE_BLOCK} blocks (the
-    *gallery* context: one run over everything). docs/method.md §2.""",
-    _choices(PROTOCOLS),
-)  # fmt: skip
+PROTOCOL_DOC = KNOB_DOCS["protocol"]  # the metrics' and sweeps' parameter of the same name
 
 
 def parameter_doc(name: str) -> KnobDoc | None:
-    """The doc of a request parameter: a knob, ``protocol``, or a knob on a log₁₀ slider
+    """The doc of a request parameter: a knob, or a knob on a log₁₀ slider
     (``log10_lam``: the knob's meaning, its range in log₁₀); ``None`` for anything else."""
-    if name == PROTOCOL_DOC.name:
-        return PROTOCOL_DOC
     knob = name.removeprefix(LOG_PREFIX)
     if knob != name and knob in KNOB_DOCS:
         doc = KNOB_DOCS[knob]
@@ -154,8 +162,8 @@ def api_description(summary: str, names: Sequence[str]) -> str:
 
 
 def guide() -> str:
-    """The page's "What the knobs mean": one bullet per knob and the metrics protocol."""
-    docs = [*KNOB_DOCS.values(), PROTOCOL_DOC]
+    """The page's "What the knobs mean": one bullet per knob."""
+    docs = KNOB_DOCS.values()
     return "\n".join(f"- **{doc.label}** (`{doc.name}`) — {doc.meaning}" for doc in docs)
 
 
@@ -167,7 +175,7 @@ def markdown() -> str:
     """docs/knobs.md: the knobs, what they mean, what is accepted, the paper defaults."""
     rows = [
         f"| `{doc.name}` | {doc.label} | {doc.meaning} | {doc.accepted} |"
-        for doc in (*KNOB_DOCS.values(), PROTOCOL_DOC)
+        for doc in KNOB_DOCS.values()
     ]
     lines = [
         "# The knobs",
@@ -177,9 +185,9 @@ def markdown() -> str:
         "",
         "One validated `Knobs` object (emcl/explorer/knobs.py) carries these from the page or the",
         "API to the engine. The page, the API (`/rank`, `/metrics`, `/search`, `/sweep`, ...)",
-        "and this table take them by the names below; `protocol` is a parameter of the metrics",
-        "and sweeps. Out-of-range values are refused with a message naming the field",
-        "(docs/reliability.md §5).",
+        "and this table take them by the names below; `/rank` takes `protocol` with its mode's",
+        "default when it is left out, and `/metrics` with `trained`. Out-of-range values are",
+        "refused with a message naming the field (docs/reliability.md §5).",
         "",
         "| name | on the page | meaning | accepted |",
         "|---|---|---|---|",

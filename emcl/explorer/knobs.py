@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from emcl.core.em import EMCL_NET_DEFAULTS, EMParams
+from emcl.core.protocols import INFERENCE, PROTOCOLS, TRAINED
 from emcl.retrieval.ranking import CONTEXTS
 
 MODES = ("joint", "inference")
@@ -38,9 +39,12 @@ LIMITS: dict[str, tuple[float, float]] = {
 MAX_QUERY_CHARS = 1000  # far beyond any tokenizer context; longer input is cut before tokenising
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
-# The knobs by name, in the page's order; the EM ones live in ``Knobs.em``.
+# The knobs by name, in the page's order; the EM ones live in ``Knobs.em``. ``protocol`` comes
+# last, so a caller passing the other twelve by position is unaffected by it.
 EM_KNOBS = ("beta", "k", "iters", "lam", "init", "seed")
-NAMES = ("mode", *EM_KNOBS, "context", "shortlist", "isoftmax", "isoftmax_temp", "top_k")
+NAMES = (
+    "mode", *EM_KNOBS, "context", "shortlist", "isoftmax", "isoftmax_temp", "top_k", "protocol",
+)  # fmt: skip
 # The default EM setting: the EMCL-Net checkpoint's own, starting from its trained prior.
 DEFAULT_EM = replace(EMCL_NET_DEFAULTS, init="prior")
 
@@ -88,6 +92,13 @@ def _em(values: dict[str, Any]) -> EMParams:
     )
 
 
+def default_protocol(mode: str) -> str:
+    """The search protocol a request gets when it names none: each mode's model as it was
+    trained. The joint checkpoint was trained as EMCL-Net (``trained``); the base checkpoint
+    with EM at inference is the inference module's setting (``inference``)."""
+    return TRAINED if mode == "joint" else INFERENCE
+
+
 def _em_knob(name: str) -> property:
     return property(lambda self: getattr(self.em, name), doc=f"``em.{name}``")
 
@@ -98,9 +109,14 @@ class Knobs:
 
     The EM knobs are one :class:`~emcl.core.em.EMParams`, ``em`` (read them as ``knobs.em`` or
     as ``knobs.k``, ``knobs.beta``, ...); the others pick the model (``mode``), the rows that
-    share one EM run (``context``, ``shortlist``) and what is shown. Built from flat keywords,
-    as the page and the API send them (``Knobs(mode=..., beta=..., k=...)``), from an ``em``
-    plus flat overrides, or by :func:`dataclasses.replace` with either.
+    share one EM run (``context``, ``shortlist``), how search scores (``protocol``) and what is
+    shown. Built from flat keywords, as the page and the API send them
+    (``Knobs(mode=..., beta=..., k=...)``), from an ``em`` plus flat overrides, or by
+    :func:`dataclasses.replace` with either.
+
+    ``protocol=None`` (the default) resolves once, here, to :func:`default_protocol` of the
+    mode, and the knobs hold the resolved name: ``replace(knobs, mode=...)`` keeps the
+    protocol ``knobs`` had; pass ``protocol=None`` with it to take the new mode's default.
     """
 
     mode: str
@@ -110,6 +126,7 @@ class Knobs:
     isoftmax: bool
     isoftmax_temp: float
     top_k: int
+    protocol: str
 
     beta = _em_knob("beta")
     k = _em_knob("k")
@@ -128,6 +145,7 @@ class Knobs:
         isoftmax: bool = False,
         isoftmax_temp: float = 0.01,
         top_k: int = 8,
+        protocol: str | None = None,
         **em_knobs: Any,
     ) -> None:
         unknown = sorted(set(em_knobs) - set(EM_KNOBS))
@@ -145,6 +163,8 @@ class Knobs:
         if not isinstance(isoftmax, bool | np.bool_):
             raise KnobError(f"isoftmax must be true or false, got {isoftmax!r}")
         set_(self, "isoftmax", bool(isoftmax))
+        chosen = default_protocol(self.mode) if protocol is None else protocol
+        set_(self, "protocol", choice("protocol", chosen, PROTOCOLS))
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -211,5 +231,6 @@ __all__ = [
     "Knobs",
     "choice",
     "clean_text",
+    "default_protocol",
     "fold_text",
 ]

@@ -75,11 +75,14 @@ def table(ctx: ServiceContext, snap: Snapshot, view: ModelView) -> EmclNetTable:
             f"the as-trained metrics of {n_texts} captions × {n_videos} videos need "
             f"{table_floats(view) * 4 / 1e9:.1f} GB; use the inference-module protocol"
         )
+    device = view.encoder.device  # the model's device: a GPU runs every EM run of the table
     with _table_lock:
         return ctx.caches.tables.get_or_compute(
             key,
             lambda: EmclNetTable(
-                view.sentences, view.frames, temperature=view.encoder.config.frame_temp
+                view.sentences.to(device),
+                view.frames.to(device),
+                temperature=view.encoder.config.frame_temp,
             ),
         )
 
@@ -104,11 +107,11 @@ def similarity(
     protocol: str = TRAINED,
 ) -> Tensor:
     """Captions × videos ``[Nt, M]`` with EM at ``knobs`` (``None``: without EM)."""
-    if protocol == TRAINED:
+    if protocol == TRAINED:  # on the table's device; the matrices served live on the CPU
         engine = table(ctx, snap, view)
         if knobs is None or knobs.iters == 0 or knobs.beta == 0.0:
-            return engine.base_scores()
-        return table_terms(ctx, snap, view, knobs).scores(knobs.beta)
+            return engine.base_scores().cpu()
+        return table_terms(ctx, snap, view, knobs).scores(knobs.beta).cpu()
     if knobs is None:
         return view.base_sim
     key = (snap.version, view.name, protocol, knobs.em_key(), knobs.context == "gallery")

@@ -36,11 +36,15 @@ class SearchResult:
     target_rank: dict[str, int | None]  # best ground-truth rank per column ("base", "emcl")
     notices: list[str]
     gallery_size: int
+    protocol: str  # "trained" | "inference": how both columns were scored
+    em_run: str  # the EM run behind the EMCL column and its figures, in words
 
     def to_json(self) -> dict[str, Any]:
         return {
             "query": self.query,
             "mode": self.knobs.mode,
+            "protocol": self.protocol,
+            "em_run": self.em_run,
             "base": [hit.to_json() for hit in self.base],
             "emcl": [hit.to_json() for hit in self.emcl],
             "effective_k": self.effective_k,

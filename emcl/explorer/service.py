@@ -10,7 +10,10 @@ module. Concurrency (docs/reliability.md §4):
   (:class:`~emcl.explorer.store.SnapshotStore`);
 - inference runs under ``torch.inference_mode()`` with the models in eval mode; nothing a
   request does writes to a model (the EMCL prior included) or to a snapshot;
-- caches are small LRUs keyed by the snapshot version and the knobs, each behind its lock.
+- caches are small LRUs keyed by the snapshot version and the knobs, each behind its lock;
+- metrics runs, sweeps, maps, the test split's grounding and the warm-up run on worker threads
+  below the request threads' CPU priority, so a search never waits for them
+  (:mod:`emcl.explorer.latest`).
 """
 
 from __future__ import annotations
@@ -32,7 +35,9 @@ from emcl.explorer import search as search_service
 from emcl.explorer import subspaces as subspace_service
 from emcl.explorer import uploads as upload_service
 from emcl.explorer.context import Caches, ServiceContext, UploadSettings
+from emcl.explorer.device import device_errors
 from emcl.explorer.knobs import Knobs
+from emcl.explorer.latest import JobState, Worker
 from emcl.explorer.results import (
     AlignResult,
     GroundingAverage,
@@ -81,6 +86,8 @@ class Explorer:
             ground_truth=ground_truth,
             map_cache_dir=Path(map_cache_dir) if map_cache_dir is not None else None,
         )
+        # Long computations run one at a time on workers below the searches' CPU priority.
+        self._sweeps, self._maps = Worker("sweeps"), Worker("maps")
 
     # ---- state every tab reads -----------------------------------------------------------
     @property
@@ -139,9 +146,11 @@ class Explorer:
     def example_queries(self, n: int = 8) -> list[str]:
         return search_service.example_queries(self.context, n)
 
+    @device_errors
     def rank(self, query: object, knobs: Knobs) -> SearchResult:
         return search_service.rank(self.context, query, knobs)
 
+    @device_errors
     def metrics(
         self, knobs: Knobs, protocol: str = "trained", progress: Progress = no_progress
     ) -> MetricsResult:
@@ -149,6 +158,7 @@ class Explorer:
         (``result.knobs`` says which)."""
         return metrics_service.metrics(self.context, knobs, protocol, progress)
 
+    @device_errors
     def sweep(
         self,
         knobs: Knobs,
@@ -156,12 +166,22 @@ class Explorer:
         progress: Progress = no_progress,
         protocol: str = "trained",
     ) -> SweepResult:
-        return metrics_service.sweep(self.context, knobs, name, progress, protocol)
+        """Runs on the sweeps' worker, below the searches' priority."""
+        return self._sweeps.run(
+            lambda: metrics_service.sweep(self.context, knobs, name, progress, protocol)
+        )
 
     def warm_up(self) -> None:
-        """Build the trained-protocol tables now (seconds) rather than on the first request."""
-        metrics_service.warm_up(self.context)
+        """Build the trained-protocol tables and the default word encodings now (seconds),
+        below the searches' priority, rather than on the first request."""
 
+        def warm() -> None:
+            metrics_service.warm_up(self.context)
+            subspace_service.warm_up(self.context)
+
+        Worker("warm-up").run(warm)
+
+    @device_errors
     def align(
         self,
         video_id: object,
@@ -178,6 +198,12 @@ class Explorer:
     ) -> GroundingAverage | None:
         return subspace_service.grounding_average(self.context, knobs, progress, words)
 
+    def grounding_status(
+        self, knobs: Knobs, words: str = "tokens"
+    ) -> GroundingAverage | JobState | None:
+        """The grounding average if known, else its background computation's progress."""
+        return subspace_service.grounding_status(self.context, knobs, words)
+
     def default_words(self, knobs: Knobs) -> str:
         """The word encoding that grounds better on the test split (see subspaces)."""
         return subspace_service.default_words(self.context, knobs)
@@ -185,6 +211,7 @@ class Explorer:
     def frames_rgb(self, video_id: object, size: int = 96, span: object = None) -> np.ndarray:
         return subspace_service.frames_rgb(self.context, video_id, size, span)
 
+    @device_errors
     def embedding_map(
         self,
         knobs: Knobs,
@@ -193,8 +220,11 @@ class Explorer:
         max_points: int = map_service.MAX_MAP_POINTS,
         method: str = "auto",
     ) -> MapResult:
-        return map_service.embedding_map(
-            self.context, knobs, progress, max_points=max_points, method=method
+        """Runs on the maps' worker, below the searches' priority."""
+        return self._maps.run(
+            lambda: map_service.embedding_map(
+                self.context, knobs, progress, max_points=max_points, method=method
+            )
         )
 
     def map_item(self, item_id: object) -> tuple[str, str | None, str]:

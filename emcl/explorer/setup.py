@@ -33,6 +33,7 @@ class Setup:
     pretrained: str | None = None
     cache_dir: Path = field(default_factory=paths.cache_root)
     device: str = "auto"
+    precision: str = "auto"  # the encoders' (emcl/model/encoder.py): auto, bf16, fp16 or fp32
     world: paths.DemoWorld = paths.DEMO_WORLD  # the demo world built when ``data`` is None
     ann: AnnConfig | None = None  # the ANN shortlist above ann.threshold videos (None: defaults)
     log: Callable[[str], None] = field(default=print)
@@ -73,13 +74,13 @@ def _encoder(setup: Setup, checkpoint: Path | None, emcl: bool) -> Encoder | Non
                 "`python -m emcl study` (README, Training), or pass --checkpoint / "
                 "--base-checkpoint (or --model/--pretrained)"
             )
-        return Encoder(load_checkpoint(checkpoint), setup.device)
+        return Encoder(load_checkpoint(checkpoint), setup.device, setup.precision)
     if emcl or setup.model is None:
         return None
     config = ModelConfig(
         backbone=setup.model, pretrained=setup.pretrained, temporal="meanP", emcl=None
     )
-    return Encoder(EMCLRetrievalModel(config).eval(), setup.device)
+    return Encoder(EMCLRetrievalModel(config).eval(), setup.device, setup.precision)
 
 
 def _records(setup: Setup) -> list[VideoRecord]:
@@ -94,7 +95,8 @@ def _records(setup: Setup) -> list[VideoRecord]:
 
 
 def load_explorer(setup: Setup) -> Explorer:
-    """Build (or load from cache) the data, the models and both galleries; log progress."""
+    """Build (or load from cache) the data, the models and both galleries; log progress, with
+    the seconds since the start at the end of each stage."""
     log = setup.log
     start = time.perf_counter()
     if setup.data is None:
@@ -103,6 +105,7 @@ def load_explorer(setup: Setup) -> Explorer:
         splits = video_splits(setup.split)
         ensure_world(setup.world_dir, w.n_train, w.n_test, w.seed, progress=True,
                      version=w.version, splits=splits)  # fmt: skip
+        log(f"demo world ready at {time.perf_counter() - start:.1f} s")
     records = _records(setup)
     log(f"{len(records)} videos in {setup.data_root} (split {setup.split})")
     base = _encoder(setup, setup.base_checkpoint, emcl=False)
@@ -118,6 +121,8 @@ def load_explorer(setup: Setup) -> Explorer:
         galleries.append(
             build_gallery(records, encoder, setup.features_dir, num_frames=encoder.num_frames)
         )
+        log(f"{name} gallery ready at {time.perf_counter() - start:.1f} s")
+    log("encoding the caption bank …")
     explorer = Explorer(
         base,
         galleries[0],

@@ -108,7 +108,8 @@ def _view(
     frames, videos = _aligned(gallery, ids)
     index = GalleryIndex.build(list(ids), videos.float())  # every row valid (make_snapshot)
     if gallery.cache_dir is not None:  # above ann.threshold videos: the ANN shortlist
-        index = index.with_ann(gallery.cache_dir, encoder.fingerprint, ann, log=lambda m: None)
+        index = index.with_ann(gallery.cache_dir, encoder.fingerprint, ann, log=lambda m: None,
+                               device=encoder.device)  # fmt: skip
     todo = [c for c in dict.fromkeys(captions) if c not in text_cache]
     if todo:
         with torch.inference_mode():

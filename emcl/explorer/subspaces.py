@@ -20,6 +20,7 @@ from emcl.core.subspace import align as align_pair
 from emcl.data.windows import load_window
 from emcl.explorer.context import ServiceContext
 from emcl.explorer.knobs import KnobError, Knobs, choice, clean_text
+from emcl.explorer.latest import JobState
 from emcl.explorer.results import AlignResult, GroundingAverage, Progress, no_progress
 from emcl.explorer.snapshot import ModelView, Snapshot
 from emcl.retrieval.moments import parse_span
@@ -137,10 +138,38 @@ def grounding_average(
     view = snap.view(knobs.mode)
     if ctx.ground_truth is None:
         return None
-    key = (snap.version, view.name, knobs.em_key(), words)
     return ctx.caches.groundings.get_or_compute(
-        key, lambda: _grounding_average(ctx, snap, view, knobs, progress, words)
+        _grounding_key(snap, view, knobs, words),
+        lambda: _grounding_average(ctx, snap, view, knobs, progress, words),
     )
+
+
+def _grounding_key(snap: Snapshot, view: ModelView, knobs: Knobs, words: str) -> tuple:
+    # β only scales what the EM adds: the links, hence the grounding, do not depend on it.
+    return (snap.version, view.name, knobs.em_run_key(), words)
+
+
+def grounding_status(
+    ctx: ServiceContext, knobs: Knobs, words: str = "tokens"
+) -> GroundingAverage | JobState | None:
+    """:func:`grounding_average` without waiting: the average when it is known; otherwise
+    its computation is started in the background (ctx.jobs, below the searches' priority)
+    and its progress returned; ``None`` without ground truth."""
+    choice("word encoding", words, WORD_ENCODINGS)
+    snap = ctx.snapshot
+    view = snap.view(knobs.mode)
+    if ctx.ground_truth is None:
+        return None
+    if not _grounded_pairs(ctx, snap, view):
+        return None
+    key = _grounding_key(snap, view, knobs, words)
+    known = ctx.caches.groundings.get(key)
+    if known is not None:
+        return known
+    state = ctx.jobs.start(
+        ("grounding", *key), lambda progress: grounding_average(ctx, knobs, progress, words)
+    )
+    return ctx.caches.groundings.get(key) or state  # it may have finished meanwhile
 
 
 def default_words(ctx: ServiceContext, knobs: Knobs) -> str:
@@ -157,6 +186,24 @@ def default_words(ctx: ServiceContext, knobs: Knobs) -> str:
     return max(WORD_ENCODINGS, key=lambda e: (scores[e], e == "tokens"))
 
 
+def _grounded_pairs(ctx: ServiceContext, snap: Snapshot, view: ModelView) -> list[tuple[str, str]]:
+    """(video, first caption) of every captioned video with per-frame ground truth."""
+    num_frames = view.frames.shape[1]
+    return [
+        (r.video_id, r.captions[0])
+        for r in snap.records
+        if r.captions and _concepts(ctx, r.video_id, num_frames) is not None
+    ]
+
+
+def warm_up(ctx: ServiceContext) -> None:
+    """The default word encoding of every mode (the test split's grounding at its defaults),
+    so the first Subspaces figure does not wait for it."""
+    modes = ["inference"] + (["joint"] if ctx.snapshot.emcl is not None else [])
+    for mode in modes:
+        default_words(ctx, ctx.defaults(mode))
+
+
 def _grounding_average(
     ctx: ServiceContext,
     snap: Snapshot,
@@ -168,12 +215,7 @@ def _grounding_average(
     truth = ctx.ground_truth
     assert truth is not None
     params, prior = knobs.params(), ctx.prior(knobs)
-    num_frames = view.frames.shape[1]
-    pairs = [
-        (r.video_id, r.captions[0])
-        for r in snap.records
-        if r.captions and _concepts(ctx, r.video_id, num_frames) is not None
-    ]
+    pairs = _grounded_pairs(ctx, snap, view)
     if not pairs:
         return None
     vectors, mask, words = ctx.caches.bank_words.get_or_compute(

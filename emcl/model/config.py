@@ -9,6 +9,9 @@ from typing import Any
 from emcl.core.em import EMCL_NET_DEFAULTS, PRIOR_MOMENTUM, EMParams, check_momentum
 
 TEMPORAL = ("meanP", "seqTransf")
+# How a model computes, for training steps and feature extraction alike: ``auto`` is bf16 (fp16
+# without it) autocast on a GPU and fp32 on the CPU; the others autocast, or not, anywhere.
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 DEMO_BACKBONE = "emcl-demo-tiny"  # emcl/model/configs/emcl-demo-tiny.json, trained from scratch
 
 
@@ -90,4 +93,4 @@ class ModelConfig:
         return cls(**{**data, "emcl": emcl})
 
 
-__all__ = ["DEMO_BACKBONE", "TEMPORAL", "EMCLConfig", "ModelConfig"]
+__all__ = ["DEMO_BACKBONE", "PRECISIONS", "TEMPORAL", "EMCLConfig", "ModelConfig"]

@@ -3,7 +3,10 @@
 An :class:`Encoder` wraps a loaded :class:`~emcl.model.model.EMCLRetrievalModel` in eval mode with
 gradients off. Every call runs under ``torch.inference_mode()`` and never writes to the model (the
 EMCL prior included), so one encoder can serve concurrent requests. Outputs are float32 CPU
-tensors. On CUDA the backbone runs under bf16 (or fp16) autocast.
+tensors. ``precision`` says how the model computes: ``auto`` is bf16 (or fp16) autocast on CUDA
+and fp32 on the CPU; ``fp32`` on a GPU gives the CPU's features to float rounding (the setting
+for CPU/GPU parity runs); ``bf16`` and ``fp16`` autocast wherever they run. A gallery's cache key
+includes it (emcl/data/gallery/settings.py).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from torch import Tensor
 
 from emcl.model.backbone import resolve_device
 from emcl.model.checkpoint import load_checkpoint
+from emcl.model.config import PRECISIONS
 from emcl.model.model import EMCLRetrievalModel, mean_video
 
 
@@ -30,6 +34,15 @@ class TokenizedText:
     truncated: bool
     words: list[str]  # BPE pieces merged into words
     word_positions: list[list[int]]  # token positions of each word
+
+
+def _amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` on ``device`` (``None``: fp32, no autocast)."""
+    if precision == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
 
 
 def model_fingerprint(model: EMCLRetrievalModel) -> str:
@@ -45,9 +58,17 @@ def model_fingerprint(model: EMCLRetrievalModel) -> str:
 class Encoder:
     """Frames and texts to embeddings with a frozen model (see the module docstring)."""
 
-    def __init__(self, model: EMCLRetrievalModel, device: str | torch.device = "auto"):
+    def __init__(
+        self,
+        model: EMCLRetrievalModel,
+        device: str | torch.device = "auto",
+        precision: str = "auto",
+    ):
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.fingerprint: str = model_fingerprint(model)
         self.device = resolve_device(device)
+        self.precision = precision
         self.model = model.to(self.device).eval()
         for parameter in self.model.parameters():
             parameter.requires_grad_(False)
@@ -55,16 +76,13 @@ class Encoder:
         self.embed_dim = model.embed_dim
         self.num_frames = model.config.num_frames
         self.image_size = model.image_size
-        self._amp_dtype = None
-        if self.device.type == "cuda":
-            bf16 = torch.cuda.is_bf16_supported()
-            self._amp_dtype = torch.bfloat16 if bf16 else torch.float16
+        self._amp_dtype = _amp_dtype(precision, self.device)
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | os.PathLike, device: str | torch.device = "auto"
+        cls, path: str | os.PathLike, device: str | torch.device = "auto", precision: str = "auto"
     ) -> Encoder:
-        return cls(load_checkpoint(path), device)
+        return cls(load_checkpoint(path), device, precision)
 
     @property
     def prior(self) -> Tensor | None:
@@ -75,7 +93,7 @@ class Encoder:
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self._amp_dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast("cuda", dtype=self._amp_dtype)
+        return torch.autocast(self.device.type, dtype=self._amp_dtype)
 
     # ---- videos --------------------------------------------------------------------------
     def encode_videos(
@@ -108,7 +126,7 @@ class Encoder:
         with torch.inference_mode():
             for start in range(0, b, batch_size):
                 stop = min(start + batch_size, b)
-                pixels = self.model.frames_to_pixels(frames[start:stop]).to(self.device)
+                pixels = self.model.frames_to_pixels(frames[start:stop], self.device)
                 part_mask = mask[start:stop].to(self.device)
                 with self._autocast():
                     features = self.model.encode_video(pixels, part_mask)

@@ -146,9 +146,16 @@ class EMCLRetrievalModel(nn.Module):
             out[start : start + chunk] = part.to(torch.uint8).permute(0, 2, 3, 1)
         return out.reshape(*lead, self.image_size, self.image_size, 3)
 
-    def frames_to_pixels(self, frames: np.ndarray | Tensor) -> Tensor:
-        """uint8 ``[..., H, W, 3]`` -> normalised float ``[..., 3, S, S]`` (the eval transform)."""
+    def frames_to_pixels(
+        self, frames: np.ndarray | Tensor, device: torch.device | str | None = None
+    ) -> Tensor:
+        """uint8 ``[..., H, W, 3]`` -> normalised float ``[..., 3, S, S]`` (the eval transform).
+
+        ``device``: where the pixels go; the frames travel there as uint8 (a quarter of the
+        float bytes) and are normalised there."""
         x = self.resize_frames(frames)
+        if device is not None:
+            x = x.to(device, non_blocking=True)
         x = x.movedim(-1, -3).float().div_(255.0)  # [..., 3, S, S]
         return self._normalize(x.reshape(-1, *x.shape[-3:])).reshape(x.shape)
 

@@ -81,6 +81,11 @@ class AnnIndex:
         return int(self.index.ntotal)
 
     @property
+    def oversample(self) -> int:
+        """Rows returned per row asked for (re-scored exactly by the caller)."""
+        return self.config.oversample
+
+    @property
     def nlist(self) -> int:
         return int(faiss.extract_index_ivf(self.index).nlist)
 

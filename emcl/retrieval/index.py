@@ -1,10 +1,12 @@
 """The gallery index: unit-norm video embeddings ready to rank, bad rows left out.
 
 Ranking a query starts with :meth:`GalleryIndex.for_query`, the shortlist hook: the whole index
-for a small gallery (exact search), or, once an ANN index is attached (:meth:`with_ann`, above
-``AnnConfig.threshold`` videos), the ANN's candidates as a smaller index whose ``rows`` still
-name positions in the original gallery. Everything after it (exact cosines, the EMCL re-rank of
-the top M) is the same for both.
+for a small gallery (exact search), or, above ``AnnConfig.threshold`` videos, the candidates of
+the shortlist :meth:`with_ann` attached, as a smaller index whose ``rows`` still name positions
+in the original gallery. One routing rule picks that shortlist: on a CUDA device whose memory
+holds the gallery, the exact fp16 top-M of emcl/retrieval/torch_search.py; anywhere else the
+FAISS ANN index of emcl/retrieval/ann.py. Everything after it (exact fp32 cosines, the EMCL
+re-rank of the top M) is the same for all three.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from emcl.retrieval.torch_search import DeviceSearch, fits
 
 if TYPE_CHECKING:
     from emcl.retrieval.ann import AnnConfig, AnnIndex
@@ -60,6 +64,7 @@ class GalleryIndex:
     frame_mask: Tensor | None = None  # [M, T]
     excluded: tuple[str, ...] = field(default=())
     ann: AnnIndex | None = None  # approximate shortlist over ``embeddings`` rows, or exact
+    device_search: DeviceSearch | None = None  # exact top-M on a GPU (instead of ``ann``)
 
     @classmethod
     def build(
@@ -101,33 +106,44 @@ class GalleryIndex:
         model_fingerprint: str,
         config: AnnConfig | None = None,
         log: Callable[[str], None] = print,
+        device: torch.device | str | None = None,
     ) -> GalleryIndex:
-        """This index with an ANN shortlist attached if it has ``config.threshold`` rows or more
-        (else unchanged: exact search). The ANN index is loaded from ``folder`` when its
-        checksum and gallery fingerprint (``model_fingerprint``, ids, embeddings) match, else
-        built and saved there as ``ann-<fingerprint>.faiss``."""
+        """This index with a shortlist attached if it has ``config.threshold`` rows or more
+        (else unchanged: exact search). On a CUDA ``device`` whose memory holds the gallery in
+        fp16 (:func:`emcl.retrieval.torch_search.fits`): the exact top-M there, no ANN index.
+        Otherwise the ANN index, loaded from ``folder`` when its checksum and gallery
+        fingerprint (``model_fingerprint``, ids, embeddings) match, else built and saved there
+        as ``ann-<fingerprint>.faiss``."""
         from emcl.retrieval.ann import AnnConfig, ensure_ann, gallery_fingerprint
 
         config = config or AnnConfig()
         if len(self) < config.threshold:
-            return dataclasses.replace(self, ann=None)
+            return dataclasses.replace(self, ann=None, device_search=None)
+        if device is not None and fits(len(self), self.embeddings.shape[-1], torch.device(device)):
+            search = DeviceSearch.place(self.embeddings, device, oversample=config.oversample)
+            return dataclasses.replace(self, ann=None, device_search=search)
         kept = [self.video_ids[i] for i in self.rows.tolist()]
         fingerprint = gallery_fingerprint(model_fingerprint, kept, self.embeddings)
         path = Path(folder) / f"ann-{fingerprint[:16]}.faiss"
         ann = ensure_ann(path, self.embeddings, fingerprint, config, log)
-        return dataclasses.replace(self, ann=ann)
+        return dataclasses.replace(self, ann=ann, device_search=None)
 
     def for_query(self, query: Tensor, size: int) -> GalleryIndex:
         """The part of this index to rank for ``query`` ``[D]`` when ``size`` rows are needed.
 
-        Without an ANN index (or when ``size`` covers most of the gallery): ``self``. With one:
-        the ANN's best ``size × oversample`` rows as an index of their own, with ``rows``,
-        ``video_ids`` and ``excluded`` still naming the original gallery, fp32 embeddings and
-        no ANN (so a second call returns it unchanged). Its exact cosines decide the order.
+        Without a shortlist attached (or when ``size`` covers most of the gallery): ``self``.
+        With one (the device's exact top-M, or the ANN index): its best ``size × oversample``
+        rows as an index of their own, with ``rows``, ``video_ids`` and ``excluded`` still
+        naming the original gallery, fp32 embeddings and no shortlist (so a second call returns
+        it unchanged). Its exact cosines decide the order.
         """
-        if self.ann is None or size * self.ann.config.oversample >= len(self):
+        shortlist = self.device_search if self.device_search is not None else self.ann
+        if shortlist is None:
             return self
-        found = self.ann.search(query[None], size * self.ann.config.oversample)[0]
+        oversample = shortlist.oversample
+        if size * oversample >= len(self):
+            return self
+        found = shortlist.search(query[None], size * oversample)[0]
         keep = found[found >= 0].sort().values  # gallery order: ties break as in exact search
         return GalleryIndex(
             video_ids=self.video_ids,

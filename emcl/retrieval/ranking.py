@@ -8,6 +8,12 @@ EM context — which rows share one EM run (docs/design.md, "EM contexts"):
   videos, one EM run per block, all blocks batched.
 Scores depend on the context; the result says which one was used.
 
+Two protocols (emcl/core/protocols.py): :func:`rank_query` scores as the inference module does
+(or with text-conditioned pooling of a unit-norm query, ``protocol="trained"``);
+:func:`rank_as_trained` scores as EMCL-Net was trained (the model's own query feature and its
+pooling temperature, one EM run per block of videos); :func:`rank_scores` ranks score rows
+computed elsewhere (a row of the as-trained table, emcl/retrieval/emclnet_table.py).
+
 Long videos as moments (emcl/data/windows.py): an index may hold several rows per video (its
 time windows). With an :class:`ItemMap` the rows are ranked as items and each column keeps
 every video's best item: a video's score is its best window's, and its hit carries that
@@ -112,6 +118,7 @@ def _emcl_scores(
     context: str,
     block_videos: int,
     protocol: str,
+    temperature: float = 3.0,
 ) -> _Run:
     """EMCL scores and cosines of ``candidates`` ``[C]``, the smallest effective K, rows per
     EM run and EMCL's size on every row."""
@@ -124,7 +131,7 @@ def _emcl_scores(
         parts = [candidates[:full].reshape(-1, block_videos)] if full else []
         if full < len(candidates):
             parts.append(candidates[full:][None])
-    runs = [_run_blocks(query, index, part, params, prior, protocol) for part in parts]
+    runs = [_run_blocks(query, index, part, params, prior, protocol, temperature) for part in parts]
     scores = torch.cat([run.scores.flatten() for run in runs])
     cosines = torch.cat([run.cosines.flatten() for run in runs])
     ratios = torch.cat([run.ratios.flatten() for run in runs])
@@ -153,6 +160,7 @@ def _run_blocks(
     params: EMParams,
     prior: Tensor | None,
     protocol: str,
+    temperature: float = 3.0,
 ) -> _Run:
     """One batched EM call over ``blocks`` ``[B, C]`` (index positions): scores ``[B, C]``."""
     n_blocks = blocks.shape[0]
@@ -160,7 +168,7 @@ def _run_blocks(
     if protocol == TRAINED and index.frames is not None:
         frames = index.frames[blocks]  # [B, C, T, D]
         mask = index.frame_mask[blocks] if index.frame_mask is not None else None
-        pooled = text_conditioned_pool(text, frames, mask)  # [B, 1, C, D]
+        pooled = text_conditioned_pool(text, frames, mask, temperature)  # [B, 1, C, D]
         stacked = torch.cat([pooled[:, 0], text], dim=1)  # [B, C+1, D]
     else:
         stacked = torch.cat([index.embeddings[blocks].float(), text], dim=1)  # [B, C+1, D]
@@ -226,6 +234,78 @@ def _hits(
     return hits
 
 
+@dataclass(frozen=True)
+class EmSummary:
+    """What a column's EM runs were, as a result reports them."""
+
+    context: str
+    effective_k: int  # the smallest over the runs
+    em_rows: int  # rows in one EM run (the largest)
+    rec_ratio: float  # median over the EM's rows of |β μ z^T| / |x| (EMCL's size)
+
+
+def _summary(context: str, run: _Run) -> EmSummary:
+    return EmSummary(context, run.effective_k, run.rows, float(run.ratios.median()))
+
+
+def _ranking(
+    index: GalleryIndex,
+    base: Tensor,  # [M] base scores (cosines) by index position
+    candidates: Tensor,  # [C] the EM's index positions, in base order
+    emcl_scores: Tensor,  # [C] what the EMCL column ranks them by
+    emcl_cosines: Tensor,  # [C] their cosines after EMCL
+    em: EmSummary,
+    *,
+    top_k: int,
+    items: ItemMap | None,
+    start: float,
+) -> Ranking:
+    """Both columns: the base order, the EM's candidates re-sorted above the rest (which keep
+    base order), every video at its best item, the top-k hits and the full rank maps."""
+    notices: list[str] = []
+    base_order = torch.argsort(base, descending=True, stable=True)  # [M]
+    emcl_cosine = base.clone()  # outside the EM's candidates the features are unchanged
+    emcl_cosine[candidates] = emcl_cosines
+    within = torch.argsort(emcl_scores, descending=True, stable=True)
+    emcl_order = torch.cat([candidates[within], base_order[len(candidates) :]])
+    emcl_value = torch.full_like(base, math.nan)
+    emcl_value[candidates] = emcl_scores
+    emcl_value = torch.where(torch.isfinite(emcl_value), emcl_value, base)  # outside: base score
+    if len(candidates) < len(index):
+        notices.append(
+            f"EMCL re-ranks the top {len(candidates)} base candidates; the rest keep base order"
+        )
+    key = index.rows if items is None else items.video_rows[index.rows]  # [M] rank-map keys
+    if items is not None:  # every video at its best item
+        base_order = items.best_per_video(base_order, index.rows)
+        emcl_order = items.best_per_video(emcl_order, index.rows)
+    keys = key.tolist()
+    base_rank = {keys[i]: r + 1 for r, i in enumerate(base_order.tolist())}
+    emcl_rank = {keys[i]: r + 1 for r, i in enumerate(emcl_order.tolist())}
+    k = min(top_k, len(base_order))
+    shown = {"is_emcl": True, "items": items}
+    return Ranking(
+        base=_hits(
+            index, base_order[:k], base, base, base_rank, emcl_rank, is_emcl=False, items=items
+        ),
+        emcl=_hits(index, emcl_order[:k], emcl_value, emcl_cosine, emcl_rank, base_rank, **shown),
+        effective_k=em.effective_k,
+        context=em.context,
+        em_rows=em.em_rows,
+        rec_ratio=em.rec_ratio,
+        base_rank=base_rank,
+        emcl_rank=emcl_rank,
+        ms=(time.perf_counter() - start) * 1000.0,
+        notices=notices,
+    )
+
+
+def _shortlist(base: Tensor, context: str, shortlist_size: int) -> Tensor:
+    """The EM's candidates ``[C]``: the top ``shortlist_size`` in base order, or every row."""
+    order = torch.argsort(base, descending=True, stable=True)
+    return order[: min(shortlist_size, len(order))] if context == "shortlist" else order
+
+
 def rank_query(
     query: Tensor,
     index: GalleryIndex,
@@ -241,7 +321,8 @@ def rank_query(
 ) -> Ranking:
     """Base (cosine) and EMCL rankings of ``index`` for one ``query`` embedding ``[D]``.
 
-    ``protocol="trained"`` uses text-conditioned frame pooling when the index has frames.
+    ``protocol="trained"`` uses text-conditioned frame pooling of the unit-norm query when the
+    index has frames (:func:`rank_as_trained` pools as the model was trained).
     ``top_k`` larger than the gallery is clamped. Raises ``ValueError`` for an empty gallery or
     an invalid query. ``items``: the index rows are items (windows of long videos); the
     shortlist and the EM run are over items, the columns, ranks and ``top_k`` over videos,
@@ -249,60 +330,84 @@ def rank_query(
     """
     start = time.perf_counter()
     _check_request(query, index, context, protocol, top_k, shortlist_size)
-    notices: list[str] = []
     query = F.normalize(query.float(), dim=-1)
     use_frames = protocol == TRAINED and index.frames is not None
-
     base = _base_scores(query, index, use_frames)  # [M]
-    base_order = torch.argsort(base, descending=True, stable=True)  # [M]
-    if context == "shortlist":
-        candidates = base_order[: min(shortlist_size, len(index))]
-    else:
-        candidates = base_order
+    candidates = _shortlist(base, context, shortlist_size)
     run = _emcl_scores(query, index, candidates, params, prior, context, block_videos, protocol)
-    emcl_scores = run.scores
-    emcl_cosine = base.clone()  # outside the EM's candidates the features are unchanged
-    emcl_cosine[candidates] = run.cosines
-    within = torch.argsort(emcl_scores, descending=True, stable=True)
-    emcl_order = torch.cat([candidates[within], base_order[len(candidates) :]])
-    emcl_value = torch.full_like(base, math.nan)
-    emcl_value[candidates] = emcl_scores
-    if len(candidates) < len(index):
-        notices.append(
-            f"EMCL re-ranks the top {len(candidates)} base candidates; the rest keep base order"
-        )
+    return _ranking(
+        index, base, candidates, run.scores, run.cosines, _summary(context, run),
+        top_k=top_k, items=items, start=start,
+    )  # fmt: skip
 
-    key = index.rows if items is None else items.video_rows[index.rows]  # [M] rank-map keys
-    if items is not None:  # every video at its best item
-        base_order = items.best_per_video(base_order, index.rows)
-        emcl_order = items.best_per_video(emcl_order, index.rows)
-    keys = key.tolist()
-    base_rank = {keys[i]: r + 1 for r, i in enumerate(base_order.tolist())}
-    emcl_rank = {keys[i]: r + 1 for r, i in enumerate(emcl_order.tolist())}
-    k = min(top_k, len(base_order))
-    emcl_value = torch.where(torch.isfinite(emcl_value), emcl_value, base)  # outside: base score
-    return Ranking(
-        base=_hits(
-            index, base_order[:k], base, base, base_rank, emcl_rank, is_emcl=False, items=items
-        ),
-        emcl=_hits(
-            index,
-            emcl_order[:k],
-            emcl_value,
-            emcl_cosine,
-            emcl_rank,
-            base_rank,
-            is_emcl=True,
-            items=items,
-        ),
-        effective_k=run.effective_k,
-        context=context,
-        em_rows=run.rows,
-        rec_ratio=float(run.ratios.median()),
-        base_rank=base_rank,
-        emcl_rank=emcl_rank,
-        ms=(time.perf_counter() - start) * 1000.0,
-        notices=notices,
+
+def trained_base_scores(query: Tensor, index: GalleryIndex, temperature: float = 3.0) -> Tensor:
+    """``[M]`` cosines of ``query`` (the model's own sentence feature ``[D]``) and each video
+    of ``index`` pooled by EMCL-Net's text-conditioned pooling, without EMCL."""
+    if index.frames is None:
+        raise ValueError("the as-trained protocol needs the gallery's frame features")
+    text = query.float()
+    pooled = text_conditioned_pool(text[None], index.frames, index.frame_mask, temperature)
+    return F.normalize(pooled[0], dim=-1) @ F.normalize(text, dim=-1)
+
+
+def rank_as_trained(
+    query: Tensor,
+    index: GalleryIndex,
+    params: EMParams,
+    *,
+    prior: Tensor | None = None,
+    context: Context = "shortlist",
+    shortlist_size: int = DEFAULT_SHORTLIST,
+    top_k: int = 10,
+    temperature: float = 3.0,
+    items: ItemMap | None = None,
+) -> Ranking:
+    """Both columns as EMCL-Net was trained and is evaluated (docs/method.md §2.1), for a query
+    that stands alone (free text): its videos pooled by a softmax over ``<query, frame> /
+    temperature``, cosines, and one EM run on ``[pooled videos; query]`` per block of
+    ``BLOCK["trained"][1]`` videos.
+
+    ``query`` ``[D]`` is the model's own sentence feature, not normalised (the pooling softmax
+    sees its norm); ``index`` must hold the frames. The blocks: the ``shortlist`` split into
+    blocks (in base order), every video in blocks (``block``, base order), or one run over
+    every video (``gallery``); a short last block runs alone.
+    """
+    start = time.perf_counter()
+    _check_request(query, index, context, TRAINED, top_k, shortlist_size)
+    if index.frames is None:
+        raise ValueError("the as-trained protocol needs the gallery's frame features")
+    text = query.float()
+    base = trained_base_scores(text, index, temperature)  # [M]
+    candidates = _shortlist(base, context, shortlist_size)
+    runs = "gallery" if context == "gallery" else "block"
+    block = BLOCK[TRAINED][1]
+    run = _emcl_scores(text, index, candidates, params, prior, runs, block, TRAINED, temperature)
+    return _ranking(
+        index, base, candidates, run.scores, run.cosines, _summary(context, run),
+        top_k=top_k, items=items, start=start,
+    )  # fmt: skip
+
+
+def rank_scores(
+    index: GalleryIndex,
+    base: Tensor,
+    emcl: Tensor,
+    em: EmSummary,
+    *,
+    top_k: int = 10,
+    items: ItemMap | None = None,
+) -> Ranking:
+    """Both columns from score rows computed elsewhere, every video a candidate: ``base`` and
+    ``emcl`` ``[M]`` by index position (cosines, as the as-trained table's rows are), ``em``
+    what the EM runs behind ``emcl`` were."""
+    start = time.perf_counter()
+    if base.shape != (len(index),) or emcl.shape != (len(index),):
+        raise ValueError(f"need one score per index row ({len(index)})")
+    candidates = torch.argsort(base, descending=True, stable=True)
+    scores = emcl[candidates]
+    return _ranking(
+        index, base, candidates, scores, scores, em, top_k=top_k, items=items, start=start
     )
 
 
@@ -311,8 +416,12 @@ __all__ = [
     "DEFAULT_SHORTLIST",
     "SEARCH_BLOCK",
     "Context",
+    "EmSummary",
     "Hit",
     "ItemMap",
     "Ranking",
+    "rank_as_trained",
     "rank_query",
+    "rank_scores",
+    "trained_base_scores",
 ]

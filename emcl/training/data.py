@@ -94,12 +94,14 @@ def epoch_plan(split: Split, epoch: int, cfg: TrainConfig) -> np.ndarray:
 def make_batch(
     model: EMCLRetrievalModel, split: Split, caption_rows: np.ndarray, device: torch.device
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Token ids ``[B, L]``, pixels ``[B, T, 3, S, S]`` and frame mask ``[B, T]``."""
+    """Token ids ``[B, L]``, pixels ``[B, T, 3, S, S]`` and frame mask ``[B, T]``, on ``device``
+    (the frames travel as uint8 and are normalised there)."""
     videos = split.caption_owner[caption_rows]
-    pixels = model.frames_to_pixels(torch.from_numpy(np.ascontiguousarray(split.frames[videos])))
-    mask = torch.ones(pixels.shape[:2], dtype=torch.bool)
+    frames = torch.from_numpy(np.ascontiguousarray(split.frames[videos]))  # [B, T, S, S, 3]
+    pixels = model.frames_to_pixels(frames, device)
+    mask = torch.ones(pixels.shape[:2], dtype=torch.bool, device=device)
     ids = split.token_ids[torch.from_numpy(caption_rows)]
-    return ids.to(device), pixels.to(device), mask.to(device)
+    return ids.to(device), pixels, mask
 
 
 __all__ = ["Split", "epoch_plan", "load_split", "make_batch"]

@@ -1,6 +1,7 @@
-"""The training loop: the loss of one step, validation, resumable train state, the loop, export.
+"""The training loop: validation, resumable train state, the loop, export.
 
-Read top to bottom. ``cfg.init_from`` starts the model from a pretrained backbone and
+Read top to bottom. One step (its loss, the update, its device settings) is
+emcl/training/step.py. ``cfg.init_from`` starts the model from a pretrained backbone and
 ``cfg.corpus`` pretrains on world v2's frame-phrase corpus (emcl/training/pretrain.py). Every
 rank encodes its slice of the global batch and the loss sees the gathered global batch
 (emcl/training/distributed.py, docs/method.md §2.1). Model selection uses the ``val`` split's
@@ -13,7 +14,6 @@ state for ``--resume``.
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import time
@@ -38,42 +38,17 @@ from emcl.model.checkpoint import (
     save_checkpoint,
     save_tensors,
 )
-from emcl.model.loss import contrastive_loss
 from emcl.model.model import EMCLRetrievalModel
 from emcl.retrieval.blocks import similarity_matrix
 from emcl.retrieval.metrics import retrieval_metrics
 from emcl.training.data import Split, epoch_plan, load_split, make_batch
-from emcl.training.distributed import Dist, gather, gather_mask, rank_slice, setup_distributed
-from emcl.training.optim import build_optimizer, lr_multiplier
+from emcl.training.distributed import Dist, rank_slice, setup_distributed
+from emcl.training.optim import lr_multiplier
 from emcl.training.presets import TrainConfig
 from emcl.training.pretrain import corpus_splits, init_backbone
+from emcl.training.step import NonFiniteLoss, StepSettings, TrainStep, step_loss
 
 RUN_FILES = ("log.jsonl", "summary.json", "train_config.json")  # exported beside the weights
-
-
-# --------------------------------------------------------------------------------------------
-# The loss of one step (shared by the loop, the DDP test and bench/gpu_check.py)
-# --------------------------------------------------------------------------------------------
-def step_loss(
-    wrapped: torch.nn.Module,
-    model: EMCLRetrievalModel,
-    ids: Tensor,
-    pixels: Tensor,
-    mask: Tensor,
-    world: int = 1,
-    amp_dtype: torch.dtype | None = None,
-) -> tuple[Tensor, Tensor]:
-    """Symmetric InfoNCE over the *global* batch; returns (loss, logits ``[B, B]``).
-
-    ``wrapped`` is the model or its DDP wrapper (whose forward gives local features, under
-    autocast when ``amp_dtype`` is set); ``model.logits`` then runs text-conditioned pooling and
-    the EMCL layer on the gathered batch in fp32.
-    """
-    with torch.autocast(pixels.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-        text, frames, scale = wrapped(ids, pixels, mask)  # [b, D], [b, T, D], []
-    text, frames, mask = gather(text, world), gather(frames, world), gather_mask(mask, world)
-    logits = model.logits(text.float(), frames.float(), mask)  # [B, B]
-    return contrastive_loss(logits, scale), logits
 
 
 # --------------------------------------------------------------------------------------------
@@ -162,13 +137,12 @@ def load_train_state(
     for key, value in meta["state_scalars"].items():
         index, name = key.split(".", 1)
         state.setdefault(int(index), {})[name] = value
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    kernels = ("fused", "foreach", "capturable")  # this run's device decides, not the saved run's
+    pairs = zip(meta["param_groups"], optimizer.param_groups, strict=True)
+    groups = [dict(saved, **{k: now[k] for k in kernels if k in now}) for saved, now in pairs]
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
     scaler.load_state_dict(meta["scaler"])
     return meta["progress"]
-
-
-class NonFiniteLoss(RuntimeError):
-    """The loss became NaN or infinite; the run stops without saving over good checkpoints."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -197,19 +171,17 @@ def _load_splits(
     return train_split, val_split
 
 
-def _check_finite(
-    loss: Tensor, step: int, multiplier: float, model: EMCLRetrievalModel, out: Path
-) -> None:
-    """Stop before a NaN/inf loss reaches the weights (and so any later checkpoint)."""
-    if torch.isfinite(loss):
-        return
+def _explain(error: NonFiniteLoss, total: int, cfg: TrainConfig, model: EMCLRetrievalModel,
+             out: Path) -> NonFiniteLoss:  # fmt: skip
+    """The non-finite loss with what the run was doing and where its last good state is."""
     last = out / "last"
     kept = f"the last good checkpoint is {last}" if last.is_dir() else "no checkpoint yet"
-    raise NonFiniteLoss(
-        f"loss is {loss.item()} at step {step} (lr x{multiplier:.3g}, logit scale "
-        f"{model.logit_scale().item():.3g}); stopping without saving; {kept}. Lower the "
-        "learning rate or resume from it with --resume."
-    )
+    multiplier = lr_multiplier(max(error.step, 0), total, cfg.warmup)
+    return NonFiniteLoss(
+        f"{error} (lr x{multiplier:.3g}, logit scale {model.logit_scale().item():.3g}); "
+        f"stopping without saving; {kept}. Lower the learning rate or resume from it with "
+        "--resume.", error.step, error.loss,
+    )  # fmt: skip
 
 
 def train(
@@ -221,11 +193,14 @@ def train(
     cache_dir: str | os.PathLike | None = None,
     export: str | os.PathLike | None = None,
     progress: bool = True,
+    speed: StepSettings | None = None,
 ) -> tuple[EMCLRetrievalModel, dict]:
     """Train, validate and checkpoint under ``out``; returns the final model and the summary.
 
     ``cache_dir``: the frame cache (default: under the cache root, emcl.paths). ``export``:
     where to copy the best checkpoint and the run's records when done (:func:`export_run`).
+    ``speed``: how each step runs on the device (emcl/training/step.py; default: what the
+    device supports, uncompiled).
     """
     d, dev = setup_distributed(device)
     out = Path(out)
@@ -248,11 +223,9 @@ def train(
     if d.world > 1:
         ids = [d.local_rank] if dev.type == "cuda" else None
         wrapped = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
-    optimizer = build_optimizer(model, cfg)
-    amp_dtype = None  # AMP on CUDA: bf16 where supported, else fp16 with a gradient scaler
-    if dev.type == "cuda":
-        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    stepper = TrainStep(model, cfg, speed or StepSettings(), device=dev, wrapped=wrapped,
+                        world=d.world)  # fmt: skip
+    optimizer, scaler = stepper.optimizer, stepper.scaler
 
     state = {"step": 0, "best_r1": -1.0, "best_step": None, "train_seconds": 0.0,
              "val_seconds": 0.0}  # fmt: skip
@@ -272,6 +245,7 @@ def train(
                 handle.write(json.dumps(record) + "\n")
 
     def checkpoint_and_validate(step: int) -> None:
+        stepper.check()  # never a checkpoint of the weights after a non-finite step
         t0 = time.perf_counter()
         if d.main:
             metrics = validate(model, val_split, dev)
@@ -293,36 +267,29 @@ def train(
     bar = tqdm(total=total, initial=state["step"], desc="train", disable=not show)
     plan_epoch, plan = -1, np.empty((0, 0), dtype=int)
     step = state["step"]
-    while step < total:
-        epoch, within = divmod(step, steps_per_epoch)
-        if epoch != plan_epoch:
-            plan_epoch, plan = epoch, epoch_plan(train_split, epoch, cfg)
-        t0 = time.perf_counter()
-        ids, pixels, mask = make_batch(model, train_split, rank_slice(plan[within], d), dev)
-        multiplier = lr_multiplier(step, total, cfg.warmup)
-        for group in optimizer.param_groups:
-            group["lr"] = group["base_lr"] * multiplier
-        loss, _ = step_loss(wrapped, model, ids, pixels, mask, d.world, amp_dtype)
-        _check_finite(loss, step, multiplier, model, out)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        with torch.no_grad():  # the cap on the scale the reference applies in its forward
-            model.clip.logit_scale.clamp_(0, math.log(cfg.model.max_logit_scale))
-        step += 1
-        state["train_seconds"] += time.perf_counter() - t0
-        bar.update(1)
-        if show:
-            bar.set_postfix(loss=f"{loss.item():.3f}", epoch=epoch)
-        if step % cfg.log_every == 0 or step == total:
-            log({"step": step, "epoch": epoch, "loss": loss.item(), "lr_mult": multiplier,
-                 "logit_scale": model.logit_scale().item(), "grad_norm": float(grad_norm),
-                 "train_seconds": round(state["train_seconds"], 2)})  # fmt: skip
-        if step % val_every == 0 or step == total:
-            checkpoint_and_validate(step)
+    try:
+        while step < total:
+            epoch, within = divmod(step, steps_per_epoch)
+            if epoch != plan_epoch:
+                plan_epoch, plan = epoch, epoch_plan(train_split, epoch, cfg)
+            t0 = time.perf_counter()
+            ids, pixels, mask = make_batch(model, train_split, rank_slice(plan[within], d), dev)
+            multiplier = lr_multiplier(step, total, cfg.warmup)
+            loss = stepper(ids, pixels, mask, step, multiplier)  # no wait on the device
+            step += 1
+            state["train_seconds"] += time.perf_counter() - t0
+            bar.update(1)
+            if step % cfg.log_every == 0 or step == total:
+                stepper.check()
+                bar.set_postfix(loss=f"{loss.item():.3f}", epoch=epoch)
+                log({"step": step, "epoch": epoch, "loss": loss.item(), "lr_mult": multiplier,
+                     "logit_scale": model.logit_scale().item(),
+                     "grad_norm": float(stepper.grad_norm),
+                     "train_seconds": round(state["train_seconds"], 2)})  # fmt: skip
+            if step % val_every == 0 or step == total:
+                checkpoint_and_validate(step)
+    except NonFiniteLoss as error:
+        raise _explain(error, total, cfg, model, out) from None
     bar.close()
 
     summary = {

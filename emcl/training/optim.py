@@ -11,11 +11,14 @@ from emcl.model.model import EMCLRetrievalModel
 from emcl.training.presets import TrainConfig
 
 
-def build_optimizer(model: EMCLRetrievalModel, cfg: TrainConfig) -> torch.optim.AdamW:
+def build_optimizer(
+    model: EMCLRetrievalModel, cfg: TrainConfig, *, fused: bool = False
+) -> torch.optim.AdamW:
     """Four groups: (CLIP | new) x (decayed matrices | biases, norms, scalars).
 
     CLIP parameters (the logit scale included) get ``cfg.lr_backbone``, the rest (the temporal
-    transformer) ``cfg.lr_new``. Each group keeps its ``base_lr`` for the schedule.
+    transformer) ``cfg.lr_new``. Each group keeps its ``base_lr`` for the schedule. ``fused``:
+    one CUDA kernel for the whole update (emcl/training/step.py turns it on for GPUs only).
     """
     groups: dict[tuple[str, bool], list[Tensor]] = {}
     for name, parameter in model.named_parameters():
@@ -34,6 +37,8 @@ def build_optimizer(model: EMCLRetrievalModel, cfg: TrainConfig) -> torch.optim.
                 "name": f"{part}-{'decay' if decay else 'no_decay'}",
             }
         )
+    if fused:
+        return torch.optim.AdamW(param_groups, betas=cfg.betas, eps=cfg.eps, fused=True)
     return torch.optim.AdamW(param_groups, betas=cfg.betas, eps=cfg.eps)
 
 

@@ -452,11 +452,13 @@ class DecoderPool:
         sampler: Sampler = "uniform",
         timeout: float = DEFAULT_TIMEOUT_S,
         backend: str = "auto",
+        ahead: int | None = None,
     ) -> Iterator[Decoded | VideoDecodeError]:
         """Decode many files with all children busy; yields results *in input order*.
 
         Failures are yielded as :class:`VideoDecodeError` objects, not raised. At most
-        ``2 * workers`` results are held in memory ahead of the consumer.
+        ``ahead`` results (default ``2 * workers``) are decoded ahead of the consumer, so a
+        consumer that works on a batch (an encoder) keeps the children busy meanwhile.
         """
 
         def one(p: str | os.PathLike) -> Decoded | VideoDecodeError:
@@ -465,7 +467,7 @@ class DecoderPool:
             except VideoDecodeError as e:
                 return e
 
-        window = 2 * self.max_workers
+        window = max(ahead or 2 * self.max_workers, self.max_workers)
         with ThreadPoolExecutor(self.max_workers, thread_name_prefix="emcl-decode") as ex:
             pending: deque[Future] = deque()
             for p in paths:
@@ -495,6 +497,14 @@ class DecoderPool:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def default_workers() -> int:
+    """Decoder children for bulk decoding: one per CPU this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # no affinity call on this platform
+        return max(1, os.cpu_count() or 1)
 
 
 _default_pool: DecoderPool | None = None
@@ -537,5 +547,6 @@ def thumbnail(
 
 __all__ = [
     "DEFAULT_TIMEOUT_S", "DecodeRequest", "Decoded", "DecoderPool", "decode_decord",
-    "decode_pyav", "decode_request", "default_pool", "load_frames", "thumbnail",
+    "decode_pyav", "decode_request", "default_pool", "default_workers", "load_frames",
+    "thumbnail",
 ]  # fmt: skip

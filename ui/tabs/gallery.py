@@ -12,7 +12,7 @@ from emcl.explorer.service import Explorer
 from emcl.explorer.uploads import ANONYMOUS, MAX_UPLOADS, MIB, UploadLimits
 from emcl.video.probe import VIDEO_EXTENSIONS
 from ui import paging
-from ui.common import MODEL_EVENT, PROGRESS, progress_callback, user_errors
+from ui.common import PROGRESS, UPLOADS_EVENT, progress_callback, user_errors
 from ui.text import gallery_summary, summary
 
 UPLOADS_OFF = "Uploads are off on this server (its operator can start it with `--allow-uploads`)."
@@ -121,5 +121,5 @@ def wire(
             up.files,
         ],
         api_name="add_videos",
-        **MODEL_EVENT,
+        **UPLOADS_EVENT,
     )

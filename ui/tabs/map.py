@@ -12,7 +12,7 @@ from emcl.explorer.knobs import Knobs
 from emcl.explorer.service import Explorer
 from ui import plots
 from ui.common import (
-    MODEL_EVENT,
+    MAPS_EVENT,
     PROGRESS,
     first_caption,
     progress_callback,
@@ -115,6 +115,6 @@ def wire(tab: MapTab, panel: Any, explorer: Explorer) -> None:
         panel.inputs,
         [tab.plot, tab.note],
         api_name="embedding_map",
-        **MODEL_EVENT,
+        **MAPS_EVENT,
     )
-    tab.pick.change(map_item, tab.pick, tab.item, api_name="map_item", **MODEL_EVENT)
+    tab.pick.change(map_item, tab.pick, tab.item, api_name="map_item", **MAPS_EVENT)

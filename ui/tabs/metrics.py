@@ -14,7 +14,7 @@ from emcl.explorer.knob_docs import api_description
 from emcl.explorer.knobs import SWEEPS, Knobs
 from emcl.explorer.service import Explorer
 from ui import exports, plots
-from ui.common import MODEL_EVENT, PROGRESS, progress_callback, user_errors
+from ui.common import METRICS_EVENT, PROGRESS, progress_callback, user_errors
 from ui.knob_panel import KnobPanel
 from ui.text import metrics_caption, metrics_em_line
 
@@ -100,7 +100,7 @@ def live(explorer: Explorer, knobs: Knobs) -> tuple[Any, str, str]:
 
 def outputs(tab: MetricsTab, panel: KnobPanel) -> list[gr.components.Component]:
     """What :func:`live` fills, in its order."""
-    return [tab.table, tab.note, panel.effective_k]
+    return [tab.table, tab.note, panel.runs["metrics"]]
 
 
 def wire(tab: MetricsTab, panel: KnobPanel, explorer: Explorer, demo: gr.Blocks) -> None:
@@ -120,21 +120,21 @@ def wire(tab: MetricsTab, panel: KnobPanel, explorer: Explorer, demo: gr.Blocks)
         panel.inputs,
         outputs(tab, panel),
         api_visibility="private",  # the API's /metrics takes the knobs by name (below)
-        **MODEL_EVENT,
+        **METRICS_EVENT,
     )
     tab.inference_button.click(
         panel.bind(inference_metrics),
         panel.inputs,
         [tab.inference_table, tab.inference_note],
         api_visibility="private",
-        **MODEL_EVENT,
+        **METRICS_EVENT,
     )
     tab.sweep_button.click(
         panel.bind(sweep, before=["name"]),
         [tab.sweep_name, *panel.inputs],
         tab.sweep_plot,
         api_name="sweep",
-        **MODEL_EVENT,
+        **METRICS_EVENT,
     )
     wire_api(explorer)
 
@@ -176,4 +176,4 @@ def wire_api(explorer: Explorer) -> None:
         return explorer.metrics(knobs, protocol).to_json()
 
     described = api_description(metrics.__doc__ or "", inspect.signature(metrics).parameters)
-    gr.api(user_errors(metrics), api_name="metrics", api_description=described, **MODEL_EVENT)
+    gr.api(user_errors(metrics), api_name="metrics", api_description=described, **METRICS_EVENT)

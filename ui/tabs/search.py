@@ -1,20 +1,23 @@
-"""The Search tab: a query, and the Base and EMCL columns side by side."""
+"""The Search tab: a query, and the Base and EMCL columns side by side; and ``/rank``, the
+same search as JSON."""
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
 
+from emcl.explorer.knob_docs import api_description
 from emcl.explorer.knobs import Knobs
 from emcl.explorer.results import SearchResult
 from emcl.explorer.service import Explorer
 from emcl.retrieval.moments import format_span
 from ui import exports, plots
-from ui.common import MODEL_EVENT, first_caption, video_url
+from ui.common import SEARCH_EVENT, first_caption, user_errors, video_url
 from ui.knob_panel import KnobPanel
-from ui.text import em_size_line, rec_size
+from ui.text import PROTOCOL_NAMES, rec_size, search_em_line
 
 
 @dataclass
@@ -84,7 +87,9 @@ def render(explorer: Explorer, result: SearchResult) -> tuple[str, str, str, str
     top, ranks = result.knobs.top_k, result.target_rank
     parts = [
         f"EMCL **{result.knobs.mode}** ({result.knobs.summary()})",
-        f"EM context **{result.context}** ({result.em_rows} rows per EM run)",
+        f"protocol **{PROTOCOL_NAMES[result.protocol]}**",
+        f"EM run: {result.em_run} (EM context **{result.context}**, "
+        f"{result.em_rows} rows per EM run)",
         f"effective K **{result.effective_k}**",
         f"EMCL's size **{rec_size(result.rec_ratio)}**",
         f"{result.ms:.1f} ms",
@@ -99,13 +104,19 @@ def render(explorer: Explorer, result: SearchResult) -> tuple[str, str, str, str
         column(result.base, "base"),
         column(result.emcl, "emcl"),
         " · ".join(parts) + notes,
-        em_size_line(result.effective_k, result.rec_ratio, "search EM run"),
+        search_em_line(result),
     )
 
 
 def outputs(tab: SearchTab, panel: KnobPanel) -> list[gr.components.Component]:
-    """What :func:`render` fills, in its order."""
-    return [tab.base_column, tab.emcl_column, tab.status, panel.effective_k]
+    """What :func:`render` fills, in its order (the last: the Search tab's panel line)."""
+    return [tab.base_column, tab.emcl_column, tab.status, panel.runs["search"]]
+
+
+def search_page(explorer: Explorer, query: str, knobs: Knobs) -> tuple[SearchResult, tuple]:
+    """What the page's Search does: the service's result and :func:`render` of it."""
+    result = explorer.rank(query, knobs)
+    return result, render(explorer, result)
 
 
 def wire(tab: SearchTab, panel: KnobPanel, explorer: Explorer, send_to: list) -> None:
@@ -113,11 +124,11 @@ def wire(tab: SearchTab, panel: KnobPanel, explorer: Explorer, send_to: list) ->
     matched window are sent to ``send_to`` (the Subspaces tab's video, caption and window)."""
 
     def search(query: str, knobs: Knobs) -> tuple[Any, ...]:
-        result = explorer.rank(query, knobs)
+        result, shown = search_page(explorer, query, knobs)
         top = result.targets[0] if result.targets else result.emcl[0].video_id
         span = next((h.span for h in result.emcl if h.video_id == top), None)
         sent = (top, result.query, format_span(span))
-        return (*render(explorer, result), *(gr.update(value=v) for v in sent[: len(send_to)]))
+        return (*shown, *(gr.update(value=v) for v in sent[: len(send_to)]))
 
     gr.on(
         [tab.button.click, tab.query.submit],
@@ -126,7 +137,41 @@ def wire(tab: SearchTab, panel: KnobPanel, explorer: Explorer, send_to: list) ->
         [*outputs(tab, panel), *send_to],
         api_name="search",
         trigger_mode="always_last",
-        **MODEL_EVENT,
+        **SEARCH_EVENT,
     )
     if tab.downloads is not None:
         exports.wire_search(tab.downloads, tab.query, panel, explorer)
+    wire_api(explorer)
+
+
+def rank_api(explorer: Explorer) -> Any:
+    """``/rank``'s function: its signature is the documented API (docs/design.md, "The API")."""
+
+    def rank(
+        query: str,
+        beta: float,
+        k: int,
+        iters: int,
+        lam: float,
+        init: str,
+        top_k: int,
+        mode: str,
+        protocol: str | None = None,
+    ) -> dict:
+        """Base and EMCL rankings of the gallery for a text query (JSON). ``protocol`` left
+        out: the mode's default (trained in joint mode, inference in inference mode)."""
+        seed = explorer.defaults(mode if mode in ("joint", "inference") else None).seed
+        knobs = Knobs(
+            mode=mode, beta=beta, k=k, iters=iters, lam=lam, init=init, seed=seed, top_k=top_k,
+            protocol=protocol,
+        )  # fmt: skip
+        return explorer.rank(query, knobs).to_json()
+
+    return user_errors(rank)
+
+
+def wire_api(explorer: Explorer) -> None:
+    """``/rank``: the programmatic search, JSON out, the knobs by name."""
+    rank = rank_api(explorer)
+    described = api_description(rank.__doc__ or "", inspect.signature(rank).parameters)
+    gr.api(rank, api_name="rank", api_description=described, **SEARCH_EVENT)

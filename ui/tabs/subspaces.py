@@ -9,13 +9,18 @@ from typing import Any
 import gradio as gr
 
 from emcl.explorer.knobs import Knobs
+from emcl.explorer.latest import JobState
+from emcl.explorer.results import AlignResult
 from emcl.explorer.service import Explorer
 from ui import pickers, plots
-from ui.common import MODEL_EVENT, first_caption
+from ui.common import MAPS_EVENT, QUIET, first_caption
 from ui.knob_panel import KnobPanel
 from ui.text import SUBSPACE_HELP, em_size_line, grounding_table
 
 AUTO = ("auto: each word in its dominant subspace", "auto")
+WORD_NAMES = {"tokens": "token states", "alone": "words alone"}  # the split's two encodings
+GROUNDING_GROUP = {"concurrency_id": "grounding", "concurrency_limit": 2}  # polls: cheap reads
+GROUNDING_POLL_S = 1.0  # seconds between two looks at the background grounding
 WORD_CHOICES = [
     ("best on the test split", "best"),
     ("token states", "tokens"),
@@ -36,6 +41,7 @@ class SubspacesTab:
     loadings_plot: gr.Plot
     window: gr.Textbox  # a long video's window ("60-70", seconds); empty: the whole video
     words: gr.Radio  # the word encoding: "best", "tokens", "alone"
+    poll: gr.Timer  # active while the test split's grounding is computed in the background
 
 
 def build(explorer: Explorer) -> SubspacesTab:
@@ -92,10 +98,23 @@ def build(explorer: Explorer) -> SubspacesTab:
         )
         loadings_plot = gr.Plot(label="Loadings", elem_id="emcl-heat")
         gr.Markdown(SUBSPACE_HELP, elem_classes="emcl-help")
+        timer = gr.Timer(GROUNDING_POLL_S, active=False)
     return SubspacesTab(
         tab, video, caption, button, selector, score, subspace_plot, full_plot, loadings_plot,
-        window, words,
+        window, words, timer,
     )  # fmt: skip
+
+
+def _aligned(
+    explorer: Explorer, video_id: str, text: str, knobs: Knobs, window: str, words: str
+) -> tuple[str, str, AlignResult]:
+    """The resolved video id, its window ("" for a video indexed whole) and the alignment."""
+    video_id = pickers.resolve(explorer, video_id)
+    moments = explorer.snapshot.base.moments
+    if moments is None or not moments.spans_of(explorer.snapshot.position[video_id]):
+        window = ""  # a video indexed whole (e.g. sent from the Gallery tab after a search)
+    encoding = None if words in (None, "", "best") else words
+    return video_id, window, explorer.align(video_id, text, knobs, window, encoding)
 
 
 def draw(
@@ -108,13 +127,10 @@ def draw(
     words: str = "best",
 ) -> tuple:
     """The subspace figure, the full-space figure, the loadings, the score table and the
-    selector's choices for one pair (of a long video's ``window``, when given)."""
-    video_id = pickers.resolve(explorer, video_id)
-    moments = explorer.snapshot.base.moments
-    if moments is None or not moments.spans_of(explorer.snapshot.position[video_id]):
-        window = ""  # a video indexed whole (e.g. sent from the Gallery tab after a search)
-    encoding = None if words in (None, "", "best") else words
-    result = explorer.align(video_id, text, knobs, window, encoding)
+    selector's choices for one pair (of a long video's ``window``, when given). The test
+    split's grounding is never waited for: until it is known, the table says how far its
+    background computation is (:func:`score_text`)."""
+    video_id, window, result = _aligned(explorer, video_id, text, knobs, window, words)
     a = result.alignment
     choices = ["auto"] + [f"s{s + 1}" for s in range(a.n_subspaces)]
     selection = selection if selection in choices else "auto"
@@ -137,12 +153,37 @@ def draw(
             )
         )
     loadings = plots.loadings_figure(a.frame_loadings.numpy(), a.word_loadings.numpy(), a.words)
-    averages = {e: explorer.grounding_average(knobs, words=e) for e in ("tokens", "alone")}
-    table = grounding_table(result, selection, averages)
     labels = [AUTO] + [
         (f"s{s + 1} · {len(g)} of {knobs.k} EM columns · ~{a.width[s]:.0f} channels", f"s{s + 1}")
         for s, g in enumerate(a.groups)
     ]
+    score, _ = score_text(explorer, result, selection, knobs)
+    selector = gr.update(choices=labels, value=selection)
+    return figures[0], figures[1], loadings, score, selector
+
+
+def poll(
+    explorer: Explorer,
+    video_id: str,
+    text: str,
+    selection: str,
+    knobs: Knobs,
+    window: str = "",
+    words: str = "best",
+) -> tuple[str, bool]:
+    """The score table as :func:`draw` writes it now, and whether to poll again (the test
+    split's grounding is still being computed)."""
+    _, _, result = _aligned(explorer, video_id, text, knobs, window, words)
+    choices = ["auto"] + [f"s{s + 1}" for s in range(result.alignment.n_subspaces)]
+    return score_text(explorer, result, selection if selection in choices else "auto", knobs)
+
+
+def score_text(
+    explorer: Explorer, result: AlignResult, selection: str, knobs: Knobs
+) -> tuple[str, bool]:
+    """The EM line and the grounding table of one pair, and whether the test split's grounding
+    is still being computed (in the background: its cells show a progress line meanwhile)."""
+    a = result.alignment
     head = (
         f"**{a.n_subspaces} distinct subspace(s)** among K = {knobs.k} "
         f"(effective K {a.effective_k}). "
@@ -150,13 +191,32 @@ def draw(
     )
     if result.truncated:
         head += " The caption was truncated to the text encoder's context."
-    selector = gr.update(choices=labels, value=selection)
-    return figures[0], figures[1], loadings, head + "\n\n" + table, selector
+    states = {e: explorer.grounding_status(knobs, words=e) for e in WORD_NAMES}
+    pending = {e: s for e, s in states.items() if isinstance(s, JobState)}
+    done = {e: s for e, s in states.items() if not isinstance(s, JobState)}
+    text = head + "\n\n" + grounding_table(result, selection, done)
+    waiting = {e: s for e, s in pending.items() if s.error is None}
+    if result.grounding.get("auto") is not None and pending:
+        text += "\n\n" + _progress_line(pending)
+    return text, bool(waiting)
+
+
+def _progress_line(pending: dict[str, JobState]) -> str:
+    parts = [
+        f"{WORD_NAMES[e]}: failed ({s.error})" if s.error else f"{WORD_NAMES[e]} {s.fraction:.0%}"
+        for e, s in pending.items()
+    ]
+    return (
+        "_Test-split grounding at these knobs: computing in the background ("
+        + ", ".join(parts)
+        + "); the table fills in when it is ready._"
+    )
 
 
 @dataclass
 class SubspacesWiring:
-    """What other events chain after them: redraw the view when it is showing."""
+    """What other events chain after them: redraw the view when it is showing (the redraw
+    also starts the grounding poll)."""
 
     redraw: Any  # handler for ``.then``
     inputs: list
@@ -170,6 +230,10 @@ def wire(
         tab.video, tab.caption, tab.selector, tab.window, tab.words, active_tab, *panel.inputs,
     ]  # fmt: skip
     outputs = [tab.subspace_plot, tab.full_plot, tab.loadings_plot, tab.score, tab.selector]
+
+    def visible(video_id: str, text: str, tab_name: str) -> bool:
+        known = isinstance(video_id, str) and video_id in explorer.snapshot.position
+        return tab_name == "subspaces" and known and bool((text or "").strip())
 
     def align(
         video_id: str,
@@ -191,10 +255,25 @@ def wire(
         tab_name: str,
         knobs: Knobs,
     ) -> tuple:
-        known = isinstance(video_id, str) and video_id in explorer.snapshot.position
-        if tab_name != "subspaces" or not known or not (text or "").strip():
-            return tuple(gr.skip() for _ in outputs)
-        return draw(explorer, video_id, text, selection, knobs, window, words)
+        if not visible(video_id, text, tab_name):
+            return tuple(gr.skip() for _ in range(len(outputs) + 1))
+        return *draw(explorer, video_id, text, selection, knobs, window, words), gr.Timer(
+            active=True
+        )
+
+    def poll_if_visible(
+        video_id: str,
+        text: str,
+        selection: str,
+        window: str,
+        words: str,
+        tab_name: str,
+        knobs: Knobs,
+    ) -> tuple:
+        if not visible(video_id, text, tab_name):
+            return gr.skip(), gr.Timer(active=False)
+        score, again = poll(explorer, video_id, text, selection, knobs, window, words)
+        return score, gr.Timer(active=again)
 
     before = ["video_id", "caption", "selection", "window", "words", "tab"]
     gr.on(
@@ -204,7 +283,15 @@ def wire(
         outputs,
         api_name="align",
         trigger_mode="always_last",
-        **MODEL_EVENT,
+        **MAPS_EVENT,
+    ).then(lambda: gr.Timer(active=True), None, tab.poll, queue=False, api_visibility="private")
+    # The poll only reads what the background computed: its own group, never behind a map.
+    tab.poll.tick(
+        panel.bind(poll_if_visible, before=before),
+        inputs,
+        [tab.score, tab.poll],
+        **QUIET,
+        **GROUNDING_GROUP,
     )
     tab.video.input(
         lambda video_id: (
@@ -217,4 +304,6 @@ def wire(
         api_visibility="private",
     )
     pickers.wire(tab.video, explorer)
-    return SubspacesWiring(panel.bind(align_if_visible, before=before), inputs, outputs)
+    return SubspacesWiring(
+        panel.bind(align_if_visible, before=before), inputs, [*outputs, tab.poll]
+    )

@@ -20,6 +20,7 @@ from emcl.data.gallery.settings import (
     ExtractOptions,
     cache_key,
     default_size,
+    encoder_precision,
     gallery_settings,
     settings_size,
     window_spec,
@@ -67,6 +68,7 @@ def build_gallery(
         num_frames=num_frames, size=default_size(encoder) if size is None else size,
         backend=backend, windows=windows, batch_size=batch_size, workers=workers,
         timeout=timeout, limits=limits, progress=progress, part=part,
+        precision=encoder_precision(encoder),
     )  # fmt: skip
     return _build(list(records), encoder, Path(cache_dir), options, extract=extract)
 
@@ -93,10 +95,12 @@ def add_videos(
     if gallery.cache_dir is None:
         raise ValueError("gallery has no cache folder")
     s = gallery.settings
+    if encoder_precision(encoder) != s.get("precision", "auto"):
+        raise ValueError("encoder precision differs from the gallery's: rebuild the gallery")
     options = ExtractOptions(
         num_frames=s["num_frames"], size=settings_size(s), backend=backend,
         windows=window_spec(s), batch_size=batch_size, workers=workers, timeout=timeout,
-        limits=limits, progress=progress,
+        limits=limits, progress=progress, precision=s.get("precision", "auto"),
     )  # fmt: skip
     return _build(list(records), encoder, gallery.cache_dir.parent, options, base=gallery)
 
@@ -109,6 +113,7 @@ def load_gallery(
     size: Size = 224,
     backend: str = "auto",
     windows: WindowSpec | None = DEFAULT_WINDOWS,
+    precision: str = "auto",
 ) -> Gallery:
     """Every video cached for this model and settings, with no decoding and no file checks.
 
@@ -116,7 +121,8 @@ def load_gallery(
     shards. Use :func:`build_gallery` to also pick up added or changed files.
     """
     t0 = time.perf_counter()
-    settings = gallery_settings(num_frames=num_frames, size=size, backend=backend, windows=windows)
+    settings = gallery_settings(num_frames=num_frames, size=size, backend=backend,
+                                windows=windows, precision=precision)  # fmt: skip
     folder = Path(cache_dir) / cache_key(fingerprint, settings)
     if not folder.is_dir():
         raise FileNotFoundError(f"no cache for this model/settings under {cache_dir}")
@@ -148,7 +154,8 @@ def cache_folder(
     """The folder :func:`build_gallery` uses for this encoder and these settings (extra
     keyword arguments, e.g. ``batch_size``, are accepted and do not matter)."""
     size = default_size(encoder) if size is None else size
-    settings = gallery_settings(num_frames=num_frames, size=size, backend=backend, windows=windows)
+    settings = gallery_settings(num_frames=num_frames, size=size, backend=backend,
+                                windows=windows, precision=encoder_precision(encoder))  # fmt: skip
     return Path(cache_dir) / cache_key(encoder.fingerprint, settings)
 
 

@@ -1,6 +1,7 @@
 """Decode and encode videos into cached features, one shard per batch as it completes.
 
-Decoding is guarded (in decoder children, docs/reliability.md §1); a file that cannot be decoded
+Decoding is guarded (in decoder children, docs/reliability.md §1), one child per CPU, and runs a
+batch ahead of the encoder, so decoding and encoding overlap; a file that cannot be decoded
 is stored as an entry with its reason, so it is not retried until it changes. A video longer
 than the window threshold (emcl/data/windows.py) gets a shard of its own holding its whole-video
 row and one row per window. Each shard is written as soon as its batch is done, so an
@@ -9,7 +10,6 @@ interrupted run resumes where it stopped.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Protocol
 
@@ -30,7 +30,7 @@ from emcl.data.windows import (
     window_clips,
     window_spans,
 )
-from emcl.video.decoder import Decoded, DecoderPool
+from emcl.video.decoder import Decoded, DecoderPool, default_workers
 from emcl.video.errors import VideoDecodeError
 from emcl.video.sampling import center_crop
 
@@ -96,10 +96,13 @@ class _Extractor:
 
     def run(self, todo: list[VideoRecord]) -> None:
         o = self.options
-        workers = o.workers or min(2, os.cpu_count() or 1)
+        workers = o.workers or default_workers()
         with DecoderPool(workers=workers, limits=o.limits) as pool:
             paths = [r.path for r in todo]
-            results = pool.imap(paths, o.num_frames, o.size, "uniform", o.timeout, o.backend)
+            ahead = o.batch_size + 2 * workers  # the next batch decodes while one encodes
+            results = pool.imap(
+                paths, o.num_frames, o.size, "uniform", o.timeout, o.backend, ahead=ahead
+            )
             for r, res in zip(todo, results, strict=True):
                 self._take(pool, r, res)
                 if len(self.batch) >= o.batch_size or len(self.failed) >= o.batch_size:

@@ -1,6 +1,6 @@
 """How one build decodes and encodes videos, and the cache key that separates them: one
-sub-folder per (model fingerprint, sampler, decoder), so a different model or sampler never
-reuses features."""
+sub-folder per (model fingerprint, sampler, decoder, precision), so a different model, sampler
+or encoder precision never reuses features."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any
 
 from emcl.data.gallery.shards import CACHE_VERSION
 from emcl.data.windows import DEFAULT_WINDOWS, WindowSpec
+from emcl.model.config import PRECISIONS
 from emcl.video.probe import Limits, Size
 
 # Bulk indexing probes headers with PyAV's demuxer inside the decoder child: the same checks
@@ -23,23 +24,28 @@ BULK_LIMITS = Limits(probe="pyav")
 @dataclass(frozen=True, kw_only=True)
 class ExtractOptions:
     """How videos are decoded and encoded for one build; :meth:`settings` (the cache key's
-    part) uses the first four."""
+    part) uses the first five."""
 
     num_frames: int
     size: Size  # resolved: never None here
     backend: str = "auto"
     windows: WindowSpec | None = DEFAULT_WINDOWS
+    precision: str = "auto"  # the encoder's ``precision`` (emcl/model/encoder.py)
     batch_size: int = 32
-    workers: int | None = None
+    workers: int | None = None  # decoder children (default: one per CPU)
     timeout: float = 30.0
     limits: Limits = BULK_LIMITS
     progress: bool = True
     part: str | None = None  # one process's share of a sharded extraction (its shards' name tag)
 
+    def __post_init__(self) -> None:
+        check_precision(self.precision)
+
     def settings(self) -> dict[str, Any]:
         return gallery_settings(
-            num_frames=self.num_frames, size=self.size, backend=self.backend, windows=self.windows
-        )
+            num_frames=self.num_frames, size=self.size, backend=self.backend,
+            windows=self.windows, precision=self.precision,
+        )  # fmt: skip
 
     @property
     def tag(self) -> str:
@@ -47,11 +53,28 @@ class ExtractOptions:
         return "".join(ch for ch in self.part or "" if ch.isalnum())
 
 
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return precision
+
+
+def encoder_precision(encoder: Any) -> str:
+    """The precision an encoder computes in (``auto`` for one that does not say)."""
+    return check_precision(getattr(encoder, "precision", "auto"))
+
+
 def gallery_settings(
-    *, num_frames: int, size: Size, backend: str, windows: WindowSpec | None
+    *,
+    num_frames: int,
+    size: Size,
+    backend: str,
+    windows: WindowSpec | None,
+    precision: str = "auto",
 ) -> dict[str, Any]:
-    """The settings a cache folder is keyed by (and its manifest records)."""
-    return {
+    """The settings a cache folder is keyed by (and its manifest records). ``precision`` is in
+    them only when it is not ``auto``: caches made before the setting existed keep their key."""
+    settings = {
         "cache_version": CACHE_VERSION,
         "num_frames": num_frames,
         "size": list(size) if isinstance(size, tuple) else size,
@@ -61,6 +84,9 @@ def gallery_settings(
         "pyav": _installed("av"),
         "windows": windows.to_json() if windows is not None else None,
     }
+    if check_precision(precision) != "auto":
+        settings["precision"] = precision
+    return settings
 
 
 def _installed(package: str) -> str | None:
@@ -95,6 +121,6 @@ def default_size(encoder: Any) -> Size:
 
 
 __all__ = [
-    "BULK_LIMITS", "ExtractOptions", "cache_key", "default_size", "gallery_settings",
-    "settings_size", "window_spec",
+    "BULK_LIMITS", "ExtractOptions", "cache_key", "check_precision",
+    "default_size", "encoder_precision", "gallery_settings", "settings_size", "window_spec",
 ]  # fmt: skip
