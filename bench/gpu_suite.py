@@ -60,9 +60,9 @@ class Section:
 
 
 SECTIONS: tuple[Section, ...] = (
-    Section("explorer", "gpu_explorer.json", 90.0, "bench.gpu_explorer:explorer_section"),
+    Section("explorer", "gpu_explorer.json", 85.0, "bench.gpu_explorer:explorer_section"),
     Section("parity", "gpu_parity.json", 45.0, "bench.gpu_parity:parity_section"),
-    Section("search", "gpu_search.json", 30.0, "bench.gpu_search:search_section"),
+    Section("search", "gpu_search.json", 40.0, "bench.gpu_search:search_section"),
     Section("train", "gpu_train.json", 110.0, "bench.gpu_train:train_section"),
     Section("index", "gpu_index.json", 45.0, "bench.gpu_index:index_section"),
 )

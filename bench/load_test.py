@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import os
 import random
 import secrets
@@ -111,6 +112,60 @@ def stop_server(server: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
+
+
+class ApiClient:
+    """One user over Gradio's documented HTTP API (``POST gradio_api/call/<name>``, then the
+    event's stream): the queue and its concurrency groups as the page meets them, with a few
+    milliseconds of client CPU a call where ``gradio_client`` spends about a hundred, which
+    on a shared 2-core machine the server would otherwise lose to the load generator."""
+
+    def __init__(self, url: str, auth: tuple[str, str] | None = None, timeout: float = 120.0):
+        self.url = url
+        self.session = secrets.token_hex(8)  # one page session, as one browser tab keeps
+        self.http = httpx.Client(timeout=timeout)
+        if auth is not None:
+            reply = self.http.post(f"{url}login", data={"username": auth[0], "password": auth[1]})
+            reply.raise_for_status()
+        info = self.http.get(f"{url}gradio_api/info")
+        info.raise_for_status()
+        self.parameters = {
+            name: [(p["parameter_name"], p.get("parameter_default")) for p in e["parameters"]]
+            for name, e in info.json()["named_endpoints"].items()
+        }
+
+    def predict(self, api_name: str, **kwargs: Any) -> Any:
+        """The endpoint's answer (its one output, or the list of them); an error event
+        raises ``RuntimeError`` with the server's message."""
+        names = [name for name, _ in self.parameters[api_name]]
+        unknown = set(kwargs) - set(names)
+        if unknown:
+            raise TypeError(f"{api_name} has no parameters {sorted(unknown)}")
+        data = [kwargs.get(name, default) for name, default in self.parameters[api_name]]
+        name = api_name.lstrip("/")
+        body = {"data": data, "session_hash": self.session}
+        posted = self.http.post(f"{self.url}gradio_api/call/{name}", json=body)
+        posted.raise_for_status()
+        stream = self.http.get(f"{self.url}gradio_api/call/{name}/{posted.json()['event_id']}")
+        stream.raise_for_status()
+        return parse_stream(stream.text)
+
+
+def parse_stream(text: str) -> Any:
+    """The last ``complete`` event's data of a ``gradio_api/call`` stream, or an error."""
+    event, answer = None, None
+    for line in text.splitlines():
+        if line.startswith("event:"):
+            event = line.split(":", 1)[1].strip()
+        elif line.startswith("data:") and event in ("complete", "error"):
+            payload = json.loads(line.split(":", 1)[1])
+            if event == "error":
+                message = payload.get("error") if isinstance(payload, dict) else payload
+                raise RuntimeError(f"the server answered an error: {message}")
+            answer = payload
+    if answer is None:
+        raise RuntimeError(f"no answer in the stream: {text[:200]!r}")
+    return answer[0] if isinstance(answer, list) and len(answer) == 1 else answer
 
 
 # ---- what each client sends --------------------------------------------------------------------
@@ -210,7 +265,7 @@ def parse_mix(text: str) -> dict[str, float]:
 
 
 def client_loop(
-    number: int, connect: Callable[[], Client], stop_at: float, mix: dict[str, float],
+    number: int, connect: Callable[[], Any], stop_at: float, mix: dict[str, float],
     tally: Tally,
 ) -> None:  # fmt: skip
     """One client: its own session, one request at a time until ``stop_at``."""
@@ -276,17 +331,26 @@ class PeakRss:
         return self.peak
 
 
+def connector(url: str, auth: tuple[str, str] | None, kind: str = "http") -> Callable[[], Any]:
+    """A function making one client session of ``kind``: ``http`` (:class:`ApiClient`) or
+    ``gradio_client``."""
+    if kind == "http":
+        return lambda: ApiClient(url, auth)
+    if kind == "gradio_client":
+        return lambda: Client(url, auth=auth, verbose=False)
+    raise ValueError(f"client must be 'http' or 'gradio_client', got {kind!r}")
+
+
 def run_load(
     url: str, *, clients: int, seconds: float, mix: dict[str, float],
-    auth: tuple[str, str] | None = None,
+    auth: tuple[str, str] | None = None, kind: str = "http",
 ) -> dict[str, Any]:  # fmt: skip
-    """``clients`` threads for ``seconds`` against ``url``: the summary of their requests."""
+    """``clients`` threads of ``kind`` for ``seconds`` against ``url``: the summary of their
+    requests."""
     tally = Tally()
     started = time.monotonic()
     stop_at = started + seconds
-
-    def connect() -> Client:
-        return Client(url, auth=auth, verbose=False)
+    connect = connector(url, auth, kind)
 
     threads = [
         threading.Thread(target=client_loop, args=(i, connect, stop_at, mix, tally), daemon=True)
@@ -305,14 +369,17 @@ def measure(args: argparse.Namespace, server: subprocess.Popen, url: str, auth: 
     peak = PeakRss(server.pid)
     load_before = [round(v, 2) for v in os.getloadavg()]
     started = time.monotonic()
-    summary = run_load(url, clients=args.clients, seconds=args.seconds, mix=args.mix, auth=auth)
+    summary = run_load(
+        url, clients=args.clients, seconds=args.seconds, mix=args.mix, auth=auth,
+        kind=args.client,
+    )  # fmt: skip
     elapsed = time.monotonic() - started
     load_after = [round(v, 2) for v in os.getloadavg()]
     time.sleep(args.rest)
     rss_peak = peak.stop()
     rss_rest = rss_mib(server.pid)
     after_start = time.perf_counter()
-    reply = Client(url, auth=auth, verbose=False).predict(
+    reply = connector(url, auth, args.client)().predict(
         **rank_args(random.Random(99)), api_name="/rank"
     )
     after = {
@@ -326,6 +393,7 @@ def measure(args: argparse.Namespace, server: subprocess.Popen, url: str, auth: 
         "seconds": args.seconds,
         "elapsed_s": round(elapsed, 1),
         "mix": {e.lstrip("/"): round(s, 3) for e, s in args.mix.items()},
+        "client": args.client,
         "login": auth is not None,
         "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "load_average_before": load_before,
@@ -348,6 +416,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=float,
         default=None,
         help="shorthand: this share of /rank, the rest /metrics",
+    )
+    ap.add_argument(
+        "--client",
+        choices=["http", "gradio_client"],
+        default="http",
+        help="how each client calls: Gradio's HTTP API (light) or gradio_client",
     )
     ap.add_argument("--rest", type=float, default=30.0, help="seconds after the load before RSS")
     ap.add_argument("--json", default=DEFAULT_JSON)

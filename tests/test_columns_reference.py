@@ -51,7 +51,7 @@ class Setting:
 NO_EM = Setting(k=1, iters=0, lam=1.0, beta=0.0, init="data")  # the base column: EMCL off
 
 
-def setting_of(knobs: Knobs) -> Setting:
+def setting_of(knobs: Knobs | EMParams) -> Setting:
     return Setting(knobs.k, knobs.iters, knobs.lam, knobs.beta, knobs.init, knobs.seed)
 
 

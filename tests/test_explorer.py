@@ -128,7 +128,8 @@ def test_emcl_changes_the_ranking_when_on(explorer):
 
 
 def test_joint_mode_keeps_the_base_column_and_uses_the_emcl_model(explorer):
-    joint = explorer.defaults("joint")
+    # Both columns in the inference-module protocol, so the base column is comparable.
+    joint = replace(explorer.defaults("joint"), protocol="inference")
     query = "a black ball gets bigger"
     a = explorer.rank(query, replace(joint, top_k=24))
     b = explorer.rank(query, replace(INFERENCE, top_k=24))

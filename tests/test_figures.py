@@ -136,6 +136,30 @@ def test_metrics_effective_k_and_size_equal_a_hand_computation(explorer, protoco
     )
 
 
+def test_trained_effective_k_is_the_lower_median_of_the_first_video_block():
+    """Three caption blocks whose rows span 2, 6 and 11 feature dimensions against one video
+    block: their effective Ks differ, so a mean or another block's value would show."""
+    from emcl.core.em import EMParams
+    from emcl.retrieval.emclnet_table import EmclNetTable
+
+    g = torch.Generator().manual_seed(4)
+    dim, bt, bv, n_frames = 16, 4, 3, 2
+    frames = torch.zeros(bv, n_frames, dim)
+    frames[..., :2] = torch.randn(bv, n_frames, 2, generator=g)
+    texts = torch.zeros(3 * bt, dim)
+    for block, width in enumerate((2, 6, 11)):
+        texts[block * bt : (block + 1) * bt, :width] = torch.randn(bt, width, generator=g)
+    params = EMParams(k=12, iters=3, lam=0.5, beta=1.0, init="data", seed=2)
+    table = EmclNetTable(texts, frames, block=(bt, bv))
+    ks = []
+    for block in range(3):
+        t = texts[block * bt : (block + 1) * bt].double()
+        x = torch.stack([pool(t[a], frames[b]) for a in range(bt) for b in range(bv)] + list(t))
+        ks.append(numerical_rank(plain_emcl(x, setting_of(params)).z))
+    assert len(set(ks)) == 3 and lower_median(ks) != round(sum(ks) / 3)
+    assert table.terms(params).effective_k == lower_median(ks)
+
+
 def test_the_two_protocols_report_their_own_size(explorer):
     """A caption must not show the other protocol's EMCL size: the two differ here."""
     knobs = replace(KNOBS, beta=5.0)

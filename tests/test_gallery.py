@@ -275,15 +275,21 @@ def test_precision_keys_the_cache_and_auto_keeps_the_key_it_always_had(corpus, t
         build(corpus, PrecisionEncoder("fp64"), tmp_path / "cache")
 
 
-def test_extraction_decodes_a_batch_ahead_of_the_encoder(corpus, tmp_path, monkeypatch):
-    asked: dict[str, int | None] = {}
+def test_extraction_decodes_a_batch_ahead_of_a_gpu_encoder(corpus, tmp_path, monkeypatch):
+    asked: list[tuple[int, int | None]] = []
     real_imap = extract_mod.DecoderPool.imap
 
     def spy(self, *args, **kwargs):
-        asked.update(workers=self.max_workers, ahead=kwargs.get("ahead"))
+        asked.append((self.max_workers, kwargs.get("ahead")))
         return real_imap(self, *args, **kwargs)
 
     monkeypatch.setattr(extract_mod.DecoderPool, "imap", spy)
-    monkeypatch.setattr(extract_mod, "default_workers", lambda: 3)
-    build(corpus, TinyEncoder(), tmp_path / "cache")
-    assert asked == {"workers": 3, "ahead": 3 + 2 * 3}  # a batch of 3 plus two per child
+    monkeypatch.setattr(extract_mod, "default_workers", lambda: 3)  # one child per CPU
+    on_gpu = TinyEncoder()
+    on_gpu.device = torch.device("cuda")  # the attribute only: nothing runs there
+    g = build(corpus, on_gpu, tmp_path / "gpu")
+    cpu = TinyEncoder()
+    cpu.device = torch.device("cpu")
+    build(corpus, cpu, tmp_path / "cpu")
+    assert asked == [(3, 3 + 2 * 3), (3, None)]  # a batch of 3 plus two per child; the default
+    assert g.video_ids == [f"v{i}" for i in range(10)]

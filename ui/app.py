@@ -9,6 +9,9 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline: no telemetry calls
+# Gradio's queue summarises every event it has recorded (a pandas table) after each event by
+# default: CPU per request that grows with the requests served. Summarise rarely instead.
+os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "1000")
 
 import gradio as gr
 

@@ -116,6 +116,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     team.add_argument("--ssl-certfile", type=Path, help="serve HTTPS with this certificate")
     team.add_argument("--ssl-keyfile", type=Path, help="the certificate's private key")
     args = ap.parse_args(argv)
+    _refuse_contradictions(ap, args)
+    return args
+
+
+def _refuse_contradictions(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Flags that parse but cannot be served: exit 2 with the reason (``ap.error``)."""
     if args.auth_file is not None and args.no_auth:
         ap.error("--auth-file and --no-auth contradict each other; pick one")
     if not is_loopback(args.host) and args.auth_file is None and not args.no_auth:
@@ -131,7 +137,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ap.error(str(error))  # exits 2 with the reason
     if args.upload_quota_mb < 0 or args.upload_cap_mb < 0:
         ap.error("upload limits must be >= 0 MiB")
-    return args
 
 
 def serving_from(args: argparse.Namespace) -> Serving:

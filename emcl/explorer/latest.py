@@ -27,7 +27,10 @@ from typing import Generic, TypeVar
 import torch
 
 T = TypeVar("T")
-BACKGROUND_NICE = 10  # added to a worker thread's niceness (Linux: per thread; elsewhere none)
+BACKGROUND_NICE = 5  # added to a worker thread's niceness (Linux: per thread; elsewhere none)
+# A worker's torch intra-op threads, relative to the process's when negative: all cores but
+# one, so a long computation never takes every core from the searches.
+BACKGROUND_THREADS = -1
 
 
 def _lower_priority(nice: int) -> None:
@@ -43,11 +46,37 @@ def _lower_priority(nice: int) -> None:
 
 
 class Worker:
-    """One thread that runs calls in order, ``nice`` steps below the request threads."""
+    """One thread that runs calls in order, ``nice`` steps below the request threads, with
+    ``threads`` torch intra-op threads (negative: that many fewer than the process's, at
+    least one; None: as many)."""
 
-    def __init__(self, name: str, nice: int = BACKGROUND_NICE) -> None:
-        self.name = name
-        self._pool = ThreadPoolExecutor(1, name, initializer=_lower_priority, initargs=(nice,))
+    def __init__(
+        self, name: str, nice: int = BACKGROUND_NICE, threads: int | None = BACKGROUND_THREADS
+    ) -> None:
+        self.name, self.nice, self.threads = name, nice, threads
+        self._pool: ThreadPoolExecutor | None = None  # started on the first call
+        self._lock = threading.Lock()
+
+    def _start(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                pool = ThreadPoolExecutor(1, self.name, initializer=self._setup)
+                if self.threads is not None:
+                    # torch.set_num_threads sets the calling thread's count and the one threads
+                    # started later begin with; once the worker has its own, the caller sets
+                    # that back to its own count (which it keeps).
+                    mine = torch.get_num_threads()
+                    pool.submit(lambda: None).result()
+                    torch.set_num_threads(mine)
+                self._pool = pool
+            return self._pool
+
+    def _setup(self) -> None:
+        _lower_priority(self.nice)
+        if self.threads is not None:
+            cores = torch.get_num_threads()
+            wanted = self.threads if self.threads > 0 else cores + self.threads
+            torch.set_num_threads(max(1, min(wanted, cores)))
 
     def submit(self, fn: Callable[[], T]) -> Future[T]:
         """Run ``fn()`` on the worker under ``torch.inference_mode()``, in a copy of the
@@ -58,7 +87,7 @@ class Worker:
             with torch.inference_mode():
                 return context.run(fn)
 
-        return self._pool.submit(run)
+        return self._start().submit(run)
 
     def run(self, fn: Callable[[], T]) -> T:
         """``fn()`` on the worker; the caller waits for it (its exception is raised here)."""

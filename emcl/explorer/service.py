@@ -36,7 +36,7 @@ from emcl.explorer import subspaces as subspace_service
 from emcl.explorer import uploads as upload_service
 from emcl.explorer.context import Caches, ServiceContext, UploadSettings
 from emcl.explorer.device import device_errors
-from emcl.explorer.knobs import Knobs
+from emcl.explorer.knobs import KnobError, Knobs
 from emcl.explorer.latest import JobState, Worker
 from emcl.explorer.results import (
     AlignResult,
@@ -88,6 +88,7 @@ class Explorer:
         )
         # Long computations run one at a time on workers below the searches' CPU priority.
         self._sweeps, self._maps = Worker("sweeps"), Worker("maps")
+        self.drawing = Worker("drawing")  # the Subspaces tab draws its figures there
 
     # ---- state every tab reads -----------------------------------------------------------
     @property
@@ -177,6 +178,11 @@ class Explorer:
 
         def warm() -> None:
             metrics_service.warm_up(self.context)
+            try:  # the first Metrics tables: each mode's defaults
+                for mode in ("joint", "inference") if self.has_joint else ("inference",):
+                    metrics_service.metrics(self.context, self.defaults(mode))
+            except KnobError:
+                pass  # no captions, or too large a table: the page says so when asked
             subspace_service.warm_up(self.context)
 
         Worker("warm-up").run(warm)

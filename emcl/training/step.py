@@ -4,7 +4,7 @@
 fp32 master weights, the fused AdamW kernel, TF32 for the fp32 matmuls (the EM and the logits),
 an optional ``torch.compile`` of the loss. Each is turned on only where it is supported:
 :meth:`StepSettings.resolve` gives the concrete settings for a device, and on the CPU they are
-the plain ones (fp32, the for-each AdamW, eager), so CPU runs stay as they were trained.
+the plain ones (fp32, the unfused AdamW, eager), so CPU runs stay as they were trained.
 
 :class:`TrainStep` runs one step without waiting on the device: the loss stays a device tensor,
 and a non-finite loss is found before it reaches the weights on the CPU (where checking costs
@@ -88,7 +88,7 @@ class StepSettings:
         return dataclasses.asdict(self)
 
 
-# The settings of the loop before these options: autocast only, the for-each AdamW, no TF32.
+# The plain settings: autocast alone, the unfused AdamW, no TF32, eager.
 PLAIN_SETTINGS = StepSettings(fused_optimizer=False, tf32=False, compile=False)
 
 

@@ -244,7 +244,9 @@ def wire(
         tab_name: str,
         knobs: Knobs,
     ) -> tuple:
-        return draw(explorer, video_id, text, selection, knobs, window, words)
+        return explorer.drawing.run(
+            lambda: draw(explorer, video_id, text, selection, knobs, window, words)
+        )
 
     def align_if_visible(
         video_id: str,
@@ -257,9 +259,10 @@ def wire(
     ) -> tuple:
         if not visible(video_id, text, tab_name):
             return tuple(gr.skip() for _ in range(len(outputs) + 1))
-        return *draw(explorer, video_id, text, selection, knobs, window, words), gr.Timer(
-            active=True
+        drawn = explorer.drawing.run(
+            lambda: draw(explorer, video_id, text, selection, knobs, window, words)
         )
+        return *drawn, gr.Timer(active=True)
 
     def poll_if_visible(
         video_id: str,

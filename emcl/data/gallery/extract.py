@@ -1,7 +1,7 @@
 """Decode and encode videos into cached features, one shard per batch as it completes.
 
 Decoding is guarded (in decoder children, docs/reliability.md §1), one child per CPU, and runs a
-batch ahead of the encoder, so decoding and encoding overlap; a file that cannot be decoded
+batch ahead of a GPU encoder, so decoding and encoding overlap; a file that cannot be decoded
 is stored as an entry with its reason, so it is not retried until it changes. A video longer
 than the window threshold (emcl/data/windows.py) gets a shard of its own holding its whole-video
 row and one row per window. Each shard is written as soon as its batch is done, so an
@@ -99,15 +99,22 @@ class _Extractor:
         workers = o.workers or default_workers()
         with DecoderPool(workers=workers, limits=o.limits) as pool:
             paths = [r.path for r in todo]
-            ahead = o.batch_size + 2 * workers  # the next batch decodes while one encodes
             results = pool.imap(
-                paths, o.num_frames, o.size, "uniform", o.timeout, o.backend, ahead=ahead
-            )
+                paths, o.num_frames, o.size, "uniform", o.timeout, o.backend,
+                ahead=self._ahead(workers),
+            )  # fmt: skip
             for r, res in zip(todo, results, strict=True):
                 self._take(pool, r, res)
                 if len(self.batch) >= o.batch_size or len(self.failed) >= o.batch_size:
                     self._flush()
             self._flush()
+
+    def _ahead(self, workers: int) -> int | None:
+        """Decode the next batch while a GPU encodes one. An encoder on the CPU shares the
+        cores with the decoders, so nothing would overlap: the pool keeps its small window."""
+        device = getattr(self.encoder, "device", None)
+        on_gpu = isinstance(device, torch.device) and device.type != "cpu"
+        return self.options.batch_size + 2 * workers if on_gpu else None
 
     def _take(self, pool: DecoderPool, r: VideoRecord, res: Decoded | VideoDecodeError) -> None:
         """One decode result: a failure entry, a long video's shard, or a batch member."""
