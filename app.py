@@ -20,6 +20,10 @@ SWITCH_INTERVAL_S = 0.001
 
 
 def main(argv: list[str] | None = None) -> None:
+    # OpenMP threads that finish early sleep rather than spin: a server's threads share the
+    # cores (searches, metrics, the page), and spinning ones take them from the rest.
+    # Read once, when torch loads OpenMP.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     # Imported here, not at the top: the demo world's render workers (multiprocessing's
     # spawn) import this file, and they need neither torch nor Gradio.
     import torch

@@ -2,12 +2,14 @@
 and /align for a fixed time, then the server's memory after a rest and one more call.
 
     python -m bench.load_test [--clients 16] [--seconds 60] [--mix rank=0.7,metrics=0.2,align=0.1]
-                              [--json PATH] [--no-login] [--rest 30]
+                              [--json PATH] [--no-login] [--rest 30] [--client http]
 
 Starts ``python app.py`` (the demo world and checkpoints, or ``--app-args``) on a free
 loopback port with a temporary password file, so every client logs in as a team member
-would, and waits for the app's warm-up to finish. Each client is its own
-``gradio_client.Client`` and sends one request at a time, a seeded draw from the mix: /rank
+would, and waits for the app's warm-up to finish. Each client is its own session of Gradio's
+HTTP API (:class:`ApiClient`; ``--client gradio_client`` for that library, whose client CPU
+on the same 2 cores is several times the server's) and sends one request at a time, a
+seeded draw from the mix: /rank
 (varied queries and knobs), /metrics (the as-trained table at a varied β, now and then a new
 EM run) and /align (the Subspaces figure of a video its own searches returned, at varied
 knobs and word encodings). Prints and writes latency percentiles per endpoint, the error

@@ -71,9 +71,14 @@ def test_beta_zero_in_inference_mode_reproduces_the_base_ranking(client):
 
 def test_joint_mode_over_the_api(client, served_app):
     trained = served_app["explorer"].trained
-    result = rank(client, mode="joint", init="prior", k=trained.k, beta=trained.beta)
+    # Both in the inference-module protocol: the base column is the base checkpoint's ranking.
+    result = rank(
+        client, mode="joint", init="prior", k=trained.k, beta=trained.beta, protocol="inference"
+    )
     plain = rank(client, beta=0.0)
-    assert ids(result["base"]) == ids(plain["base"])  # the base column is the base checkpoint
+    assert ids(result["base"]) == ids(plain["base"])
+    as_trained = rank(client, mode="joint", init="prior", k=trained.k, beta=trained.beta)
+    assert as_trained["protocol"] == "trained"  # the joint mode's default protocol
 
 
 def test_same_request_twice_gives_the_same_answer(client):
@@ -118,7 +123,8 @@ def raw_rank(url: str, values: list) -> str:
 def test_nan_and_inf_are_refused_and_the_server_keeps_answering(
     client, served_app, index, name, value
 ):
-    values = ["a red circle", 4.0, 7, 10, 0.1, "reference", 5, "inference"]
+    # Gradio's raw route takes every parameter: `protocol` last (None: the mode's default).
+    values = ["a red circle", 4.0, 7, 10, 0.1, "reference", 5, "inference", None]
     values[index] = value
     reply = raw_rank(served_app["url"], values)
     assert "event: error" in reply and f"{name} must be a finite number" in reply
@@ -296,7 +302,17 @@ def test_every_endpoint_has_named_parameters(client):
     assert names["/sweep"] == ["name", *WIDGETS]
     # The active tab is a State, not a parameter.
     assert names["/align"] == ["video_id", "caption", "selection", "window", "words", *WIDGETS]
-    assert names["/rank"] == ["query", "beta", "k", "iters", "lam", "init", "top_k", "mode"]
+    assert names["/rank"] == [
+        "query",
+        "beta",
+        "k",
+        "iters",
+        "lam",
+        "init",
+        "top_k",
+        "mode",
+        "protocol",
+    ]
 
 
 def test_metrics_api_takes_the_knobs_by_name_and_the_protocol(client, served_app):

@@ -215,7 +215,8 @@ def test_page_loads_with_knobs_and_metrics(page):
 def test_search_fills_both_columns_with_playable_videos(page, served_app, shots):
     explorer = served_app["explorer"]
     caption, video = explorer.snapshot.captions[0], explorer.snapshot.caption_video[0]
-    page.get_by_label("inference").check()  # the base checkpoint in both columns
+    # The mode radio comes before the protocol radio, which has an "inference" option too.
+    page.get_by_label("inference").first.check()  # the base checkpoint in both columns
     search(page, caption)
     for column in ("base", "emcl"):
         page.wait_for_function(
@@ -297,21 +298,29 @@ def test_a_beta_change_updates_the_as_trained_table_within_two_seconds(page, ser
 
 
 def test_the_page_shows_emcl_size(page, served_app):
-    """rec_ratio on the page (the panel line) equals the service's for the page's knobs."""
-    page.get_by_role("tab", name="Search").click()
-    page.fill("#emcl-query textarea", "")  # no query: the panel line is the metrics' EM size
+    """The Metrics tab's EM-run line under the knobs equals the service's rec_ratio for the
+    page's knobs, and names the run it comes from; the Search tab shows its own line."""
+    page.get_by_role("tab", name="Metrics").click()
     metrics_rows(page)
     set_knob(page, "β", 2.0)
     page.wait_for_function(
         "() => (document.querySelector('#emcl-metrics-note') || {}).innerText?.includes('β 2,')",
         timeout=30_000,
     )
-    shown = float(page.inner_text(".emcl-effk .emcl-rec-ratio").split()[0]) / 100  # "0.653 %"
+    line = page.locator("#emcl-run-metrics")
+    assert line.is_visible() and not page.locator("#emcl-run-search").is_visible()
+    shown = float(line.locator(".emcl-rec-ratio").inner_text().split()[0]) / 100  # "0.653 %"
     explorer = served_app["explorer"]
-    want = explorer.metrics(replace(explorer.defaults(), mode="inference", beta=2.0)).rec_ratio
+    knobs = replace(explorer.defaults(), mode="inference", beta=2.0, protocol=None)
+    want = explorer.metrics(knobs, "trained").rec_ratio
     assert shown == pytest.approx(want, rel=5e-3) and shown > 0  # three significant digits
-    assert "‖β·μzᵀ‖/‖x‖" in page.inner_text(".emcl-effk")
+    assert "‖β·μzᵀ‖/‖x‖" in line.inner_text()
     page.get_by_role("tab", name="Search").click()
+    page.wait_for_function(
+        "() => { const e = document.querySelector('#emcl-run-search');"
+        " return e && e.offsetParent !== null; }",
+        timeout=30_000,
+    )
 
 
 def test_reset_restores_the_paper_defaults(page, served_app):
@@ -339,9 +348,17 @@ def test_subspace_tab_draws_lines_between_frames_and_words(page, shots):
     words = page.locator("#emcl-sub-plot .textpoint").count()
     assert words >= 3
     assert "grounding" in page.inner_text(".emcl-help").lower()
+    # The split's grounding for both word encodings, with 95 % intervals, beside chance: drawn
+    # after the figure, in the background, and filled in by the tab's poll when ready.
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('table')].some(t => t.innerText.includes("
+        "'this pair') && (t.innerText.match(/\\d+\\.\\d% \\[\\d+\\.\\d, \\d+\\.\\d\\]/g) || [])"
+        ".length === 4)",
+        timeout=120_000,
+    )
     table = page.locator("table").filter(has_text="this pair").inner_text()
-    # The split's grounding for both word encodings, with 95 % intervals, beside chance.
     assert len(re.findall(r"\d+\.\d% \[\d+\.\d, \d+\.\d\]", table)) == 4
+    assert "computing in the background" not in page.inner_text("body")
     assert "chance" in table and "words alone" in table
     page.screenshot(path=str(shots / "subspaces.png"), full_page=True)
 

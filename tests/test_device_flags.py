@@ -77,3 +77,23 @@ def test_the_explorer_answers_an_out_of_memory_and_keeps_serving(explorer, monke
             explorer.rank(query, knobs)
     result = explorer.rank(query, knobs)  # the next request is served as usual
     assert result.base and result.emcl
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "extract", "study"])
+def test_every_command_refuses_a_device_outside_the_set(command, capsys):
+    from emcl.__main__ import main
+
+    with pytest.raises(SystemExit) as stop:
+        main([command, "--device", "gpu"])
+    assert stop.value.code == 2
+    assert "must be one of auto, cpu, cuda; got 'gpu'" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_a_command_asked_for_cuda_without_a_gpu_says_so(capsys):
+    from emcl.__main__ import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["train", "--device", "cuda"])
+    assert stop.value.code == 2
+    assert "torch sees no CUDA GPU" in capsys.readouterr().err

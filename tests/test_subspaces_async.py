@@ -150,3 +150,17 @@ def test_a_worker_runs_below_the_callers_priority_with_its_context():
     assert seen == "caller" and inference  # Gradio's progress lives in the caller's context
     with pytest.raises(ZeroDivisionError):
         Worker("test-raise").run(lambda: 1 / 0)
+
+
+def test_a_beta_move_redraws_the_same_figures_from_the_cache(explorer):
+    knobs = explorer.defaults("inference")
+    snap = explorer.snapshot
+    video, caption = snap.caption_video[3], snap.captions[3]
+    first = subspaces_tab.draw(explorer, video, caption, "auto", knobs)
+    moved = replace(knobs, beta=knobs.beta + 2.0)
+    again = subspaces_tab.draw(explorer, video, caption, "auto", moved)
+    assert again[:3] == first[:3] and again[0] is first[0]  # served from the cache
+    fresh = explorer.align(video, caption, moved, words=explorer.default_words(moved))
+    drawn = subspaces_tab._figures(explorer, video, "", fresh, "auto")
+    assert [d.plot for d in drawn] == [f.plot for f in again[:3]]  # what a new drawing gives
+    assert again[3] != first[3]  # the EM line names the new β's size

@@ -139,9 +139,7 @@ def long_gallery(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("long")
     path = root / "long.mp4"
-    frames = [
-        v1.render_frame(s, 0) for s in segment_specs() for _ in range(SEGMENT_S * FPS)
-    ]
+    frames = [v1.render_frame(s, 0) for s in segment_specs() for _ in range(SEGMENT_S * FPS)]
     write_video(path, frames, FPS)
     records = [VideoRecord("long", path)]
     for i in range(3):

@@ -28,6 +28,7 @@ from ui.tabs import gallery, map, metrics, search, subspaces
 from ui.text import summary
 
 ASSETS = paths.REPO_ROOT / "assets"
+QUEUE_POLL_S = 0.005
 MAX_FILE_SIZE = UPLOAD_MAX_BYTES  # per uploaded file, enforced by Gradio (413) and the explorer
 
 
@@ -166,4 +167,8 @@ def launch_settings(setup: Setup, explorer: Explorer, serving: Serving | None = 
 
 def queued(demo: gr.Blocks) -> gr.Blocks:
     """A bounded queue: requests beyond ``QUEUE_SIZE`` waiting get a 'queue full' error."""
-    return demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=CONCURRENCY)
+    demo = demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=CONCURRENCY)
+    # Gradio's queue looks for a free slot every millisecond while requests wait, on the
+    # event loop every request needs; every few milliseconds leaves that loop to them.
+    demo._queue.sleep_when_free = QUEUE_POLL_S
+    return demo

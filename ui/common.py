@@ -21,10 +21,11 @@ CONCURRENCY = 2  # events of no group below, at once
 # never waits behind a metrics run or a map; the long computations also run below the request
 # threads' CPU priority (emcl/explorer/latest.py), so a search gets the cores as well.
 SEARCH = "search"  # /rank, /search: tens of milliseconds each
-METRICS = "metrics"  # /metrics, sweeps, the knob refresh: waiting calls share the newest run
+METRICS = "metrics"  # /metrics, sweeps, the knob refresh: waiting calls share the next run
+# (so many may wait inside; a waiting call holds a thread, not a core)
 MAPS = "maps"  # /align, /embedding_map, /map_item, the grounding poll
 UPLOADS = "uploads"  # /add_videos: one at a time
-GROUP_LIMITS = {SEARCH: 4, METRICS: 8, MAPS: 2, UPLOADS: 1}
+GROUP_LIMITS = {SEARCH: 4, METRICS: 16, MAPS: 2, UPLOADS: 1}
 SEARCH_EVENT = {"concurrency_id": SEARCH, "concurrency_limit": GROUP_LIMITS[SEARCH]}
 METRICS_EVENT = {"concurrency_id": METRICS, "concurrency_limit": GROUP_LIMITS[METRICS]}
 MAPS_EVENT = {"concurrency_id": MAPS, "concurrency_limit": GROUP_LIMITS[MAPS]}

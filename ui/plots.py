@@ -7,6 +7,7 @@ Nothing here computes a score: every number drawn comes from :mod:`emcl.explorer
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import io
 import math
@@ -58,11 +59,20 @@ def message_figure(text: str, height: int = 240) -> go.Figure:
 
 
 def png_data_uri(image: np.ndarray) -> str:
-    """uint8 ``[H, W, 3]`` as a ``data:image/png`` URI (plotly layout images)."""
+    """uint8 ``[H, W, 3]`` as a ``data:image/png`` URI (plotly layout images). Remembered by
+    content: a video's frames are drawn again at every knob move, and encoding them was
+    half of a Subspaces figure's time."""
+    image = np.ascontiguousarray(image)
+    return _png_uri(image.tobytes(), image.shape, image.dtype.str)
+
+
+@functools.lru_cache(maxsize=512)
+def _png_uri(data: bytes, shape: tuple[int, ...], dtype: str) -> str:
     from PIL import Image
 
     buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image)).save(buffer, format="PNG", optimize=True)
+    image = np.frombuffer(data, dtype=dtype).reshape(shape)
+    Image.fromarray(image).save(buffer, format="PNG", optimize=True)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
@@ -95,14 +105,20 @@ def alignment_figure(
     label_x, label_y, hover = _add_links(fig, centres, word_x, word_y, words, linked, sims, correct)
     label_text = [f"{v:.2f}" for v in sims]
     # Words and similarities as boxed annotations, so lines pass behind them; invisible markers
-    # carry the hover text.
-    for x, y, text in zip(label_x, label_y, label_text, strict=True):
-        fig.add_annotation(x=x, y=y, text=text, showarrow=False, font={"size": 10},
-                           bgcolor="rgba(255,255,255,0.8)", borderpad=1)  # fmt: skip
-    for x, y, word in zip(word_x, word_y, words, strict=True):
-        fig.add_annotation(x=x, y=y, text=f"<b>{html.escape(word)}</b>", showarrow=False,
-                           font={"size": 13, "color": "#0f172a"}, bgcolor="white",
-                           bordercolor="#cbd5e1", borderwidth=1, borderpad=3)  # fmt: skip
+    # carry the hover text. Set in one update: adding them one by one validates the whole
+    # list again at each step.
+    labels = [
+        {"x": x, "y": y, "text": text, "showarrow": False, "font": {"size": 10},
+         "bgcolor": "rgba(255,255,255,0.8)", "borderpad": 1}
+        for x, y, text in zip(label_x, label_y, label_text, strict=True)
+    ]  # fmt: skip
+    boxes = [
+        {"x": x, "y": y, "text": f"<b>{html.escape(word)}</b>", "showarrow": False,
+         "font": {"size": 13, "color": "#0f172a"}, "bgcolor": "white",
+         "bordercolor": "#cbd5e1", "borderwidth": 1, "borderpad": 3}
+        for x, y, word in zip(word_x, word_y, words, strict=True)
+    ]  # fmt: skip
+    fig.update_layout(annotations=[*fig.layout.annotations, *labels, *boxes])
     fig.add_trace(
         go.Scatter(
             x=word_x + label_x,
@@ -142,19 +158,13 @@ def _frame_layout(n_frames: int) -> tuple[list[Centre], float]:
 
 
 def _add_frames(fig: go.Figure, frames: np.ndarray, centres: list[Centre]) -> None:
-    for i, (cx, y0, _) in enumerate(centres):
-        fig.add_layout_image(
-            source=png_data_uri(frames[i]),
-            x=cx - 0.5,
-            y=y0 + 1,
-            xref="x",
-            yref="y",
-            sizex=1,
-            sizey=1,
-            xanchor="left",
-            yanchor="top",
-            layer="below",
-        )
+    images = [
+        {"source": png_data_uri(frames[i]), "x": cx - 0.5, "y": y0 + 1, "xref": "x",
+         "yref": "y", "sizex": 1, "sizey": 1, "xanchor": "left", "yanchor": "top",
+         "layer": "below"}
+        for i, (cx, y0, _) in enumerate(centres)
+    ]  # fmt: skip
+    fig.update_layout(images=[*fig.layout.images, *images])  # in one update, as annotations
     fig.add_trace(
         go.Scatter(
             x=[cx for cx, _, _ in centres],

@@ -23,3 +23,16 @@ def redirect(command: str, module: str) -> NoReturn:
         file=sys.stderr,
     )
     raise SystemExit(2)
+
+
+def device_flag(value: str) -> str:
+    """argparse ``type`` of every ``--device`` flag: one of cpu | cuda | auto, and ``cuda`` only
+    where torch sees a GPU (emcl/explorer/device.py; only ``auto`` falls back to the CPU)."""
+    import argparse
+
+    from emcl.explorer.device import check_device
+
+    try:
+        return check_device(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix("--device ")) from error

@@ -12,6 +12,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from emcl.cli import device_flag
 from emcl.evaluation.protocol import PRESETS, evaluate
 from emcl.evaluation.report import markdown, write_outputs
 from emcl.evaluation.sweep import Sweep
@@ -29,7 +30,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--split", help="split to evaluate (default: test)")
     p.add_argument("--cache", help="gallery feature cache (default: <cache root>/features)")
     p.add_argument("--no-sweeps", action="store_true")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--device", default="auto", type=device_flag, help="auto | cpu | cuda")
     p.add_argument("--quiet", action="store_true")
     return p
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from emcl import paths
+from emcl.cli import device_flag
 from emcl.data.datasets import SPLITS, read_dataset
 from emcl.data.sharding import Rank, merge_parts, run
 from emcl.data.windows import DEFAULT_WINDOWS, WindowSpec
@@ -44,7 +45,9 @@ def parser() -> argparse.ArgumentParser:
         "--workers", type=int, help="decoder processes per rank (default: the CPUs shared out)"
     )
     p.add_argument("--timeout", type=float, default=30.0, help="seconds per decode")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda (one GPU per rank)")
+    p.add_argument(
+        "--device", default="auto", type=device_flag, help="auto | cpu | cuda (one GPU per rank)"
+    )
     p.add_argument(
         "--precision", choices=PRECISIONS, default="auto",
         help="how the encoder computes: auto (bf16 autocast on a GPU, fp32 on the CPU), bf16, "

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from emcl import paths
+from emcl.cli import device_flag
 from emcl.core.em import INFERENCE_MODULE_DEFAULTS
 from emcl.core.protocols import BLOCK, PROTOCOLS, TRAINED
 from emcl.data.embeddings_io import EmbeddingsInputError, read_embeddings, write_parquet
@@ -354,7 +355,7 @@ def parser() -> argparse.ArgumentParser:
         default=AnnConfig.threshold,
         help="rows from which an ANN index is built (default %(default)s)",
     )
-    b.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    b.add_argument("--device", default="auto", type=device_flag, help="auto | cpu | cuda")
     b.add_argument("--quiet", action="store_true")
     b.set_defaults(run=build)
 
@@ -375,7 +376,7 @@ def parser() -> argparse.ArgumentParser:
     )
     q.add_argument("--cache-dir", help="the feature cache root the index was built with")
     q.add_argument("--json", action="store_true", help="print JSON (the /rank fields + spans)")
-    q.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    q.add_argument("--device", default="auto", type=device_flag, help="auto | cpu | cuda")
     q.set_defaults(run=query)
 
     e = sub.add_parser("export", help="write ids, spans and embeddings to parquet")

@@ -13,6 +13,7 @@ import json
 import sys
 from pathlib import Path
 
+from emcl.cli import device_flag
 from emcl.fileio import atomic_write, atomic_write_json
 from emcl.model.checkpoint import CheckpointError
 from emcl.paths import CHECKPOINTS
@@ -28,7 +29,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--world", help="world v2 folder (default: <cache root>/demo_world_v2)")
     p.add_argument("--world-size", type=int, nargs=3, default=StudyConfig.world_size,
                    metavar=("TRAIN", "TEST", "SEED"))  # fmt: skip
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--device", default="auto", type=device_flag, help="auto | cpu | cuda")
     p.add_argument("--jobs", type=int, default=1, help="fine-tunes at once (subprocesses)")
     p.add_argument("--cache", help="frame cache folder (default: <cache root>/frames)")
     p.add_argument("--json", default=str(CHECKPOINTS / "study.json"))

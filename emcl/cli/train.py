@@ -20,6 +20,7 @@ import os
 import sys
 from typing import Any
 
+from emcl.cli import device_flag
 from emcl.model.backbone import resolve_device
 from emcl.model.checkpoint import CheckpointError
 from emcl.model.config import PRECISIONS
@@ -60,7 +61,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-emcl", action="store_true", help="train the base model")
     p.add_argument("--resume", action="store_true", help="continue from <out>/last")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--device", default="auto", type=device_flag, help="auto | cpu | cuda")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="autocast over fp32 weights: auto (bf16 on a GPU, fp32 on the CPU), "
                    "bf16, fp16 (GPU) or fp32")  # fmt: skip

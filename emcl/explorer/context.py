@@ -21,7 +21,7 @@ from emcl.core.em import INFERENCE_MODULE_DEFAULTS, EMParams
 from emcl.data.ground_truth import GroundTruth
 from emcl.explorer.cache import LRU
 from emcl.explorer.knobs import KnobError, Knobs
-from emcl.explorer.latest import Jobs, LatestWins, Worker
+from emcl.explorer.latest import BACKGROUND_NICE, Jobs, LatestWins, Worker
 from emcl.explorer.snapshot import ModelView, Snapshot
 from emcl.explorer.store import SnapshotStore
 
@@ -61,7 +61,7 @@ class ServiceContext:
     # by the newest knobs (docs/reliability.md §4).
     latest: dict[str, LatestWins] = field(default_factory=dict)
     # Work started for a later poll (the test split's grounding), below the searches' priority.
-    jobs: Jobs = field(default_factory=lambda: Jobs(Worker("background")))
+    jobs: Jobs = field(default_factory=lambda: Jobs(Worker("background", BACKGROUND_NICE)))
 
     @property
     def snapshot(self) -> Snapshot:

@@ -27,7 +27,10 @@ from typing import Generic, TypeVar
 import torch
 
 T = TypeVar("T")
-BACKGROUND_NICE = 5  # added to a worker thread's niceness (Linux: per thread; elsewhere none)
+# Added to a worker thread's niceness (Linux: per thread; elsewhere nothing): a little for
+# computations a caller waits for (metrics, figures), more for those nobody waits for.
+WAITED_NICE = 3
+BACKGROUND_NICE = 10
 # A worker's torch intra-op threads, relative to the process's when negative: all cores but
 # one, so a long computation never takes every core from the searches.
 BACKGROUND_THREADS = -1
@@ -51,7 +54,7 @@ class Worker:
     least one; None: as many)."""
 
     def __init__(
-        self, name: str, nice: int = BACKGROUND_NICE, threads: int | None = BACKGROUND_THREADS
+        self, name: str, nice: int = WAITED_NICE, threads: int | None = BACKGROUND_THREADS
     ) -> None:
         self.name, self.nice, self.threads = name, nice, threads
         self._pool: ThreadPoolExecutor | None = None  # started on the first call
@@ -206,4 +209,12 @@ class Jobs:
                 self._states.pop(key, None)
 
 
-__all__ = ["BACKGROUND_NICE", "JobProgress", "JobState", "Jobs", "LatestWins", "Worker"]
+__all__ = [
+    "BACKGROUND_NICE",
+    "WAITED_NICE",
+    "JobProgress",
+    "JobState",
+    "Jobs",
+    "LatestWins",
+    "Worker",
+]

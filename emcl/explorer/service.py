@@ -37,7 +37,7 @@ from emcl.explorer import uploads as upload_service
 from emcl.explorer.context import Caches, ServiceContext, UploadSettings
 from emcl.explorer.device import device_errors
 from emcl.explorer.knobs import KnobError, Knobs
-from emcl.explorer.latest import JobState, Worker
+from emcl.explorer.latest import BACKGROUND_NICE, JobState, Worker
 from emcl.explorer.results import (
     AlignResult,
     GroundingAverage,
@@ -185,7 +185,7 @@ class Explorer:
                 pass  # no captions, or too large a table: the page says so when asked
             subspace_service.warm_up(self.context)
 
-        Worker("warm-up").run(warm)
+        Worker("warm-up", BACKGROUND_NICE).run(warm)
 
     @device_errors
     def align(

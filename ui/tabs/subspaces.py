@@ -3,11 +3,14 @@ links between them in one EM subspace and in the full space."""
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
+from gradio.components.plot import PlotData
 
+from emcl.explorer.cache import LRU
 from emcl.explorer.knobs import Knobs
 from emcl.explorer.latest import JobState
 from emcl.explorer.results import AlignResult
@@ -20,6 +23,8 @@ from ui.text import SUBSPACE_HELP, em_size_line, grounding_table
 AUTO = ("auto: each word in its dominant subspace", "auto")
 WORD_NAMES = {"tokens": "token states", "alone": "words alone"}  # the split's two encodings
 GROUNDING_GROUP = {"concurrency_id": "grounding", "concurrency_limit": 2}  # polls: cheap reads
+FIGURE_CACHE = 32  # drawn figure sets kept per explorer
+_FIGURES: weakref.WeakKeyDictionary[Explorer, LRU] = weakref.WeakKeyDictionary()
 GROUNDING_POLL_S = 1.0  # seconds between two looks at the background grounding
 WORD_CHOICES = [
     ("best on the test split", "best"),
@@ -134,6 +139,35 @@ def draw(
     a = result.alignment
     choices = ["auto"] + [f"s{s + 1}" for s in range(a.n_subspaces)]
     selection = selection if selection in choices else "auto"
+    # β does not enter the links, the similarities or the loadings: a β move finds the
+    # figures drawn (and serialised) already.
+    key = (explorer.snapshot.version, knobs.mode, video_id, window, result.caption,
+           result.words, knobs.em_run_key(), selection)  # fmt: skip
+    figures = _figure_cache(explorer).get_or_compute(
+        key, lambda: _figures(explorer, video_id, window, result, selection)
+    )
+    labels = [AUTO] + [
+        (f"s{s + 1} · {len(g)} of {knobs.k} EM columns · ~{a.width[s]:.0f} channels", f"s{s + 1}")
+        for s, g in enumerate(a.groups)
+    ]
+    score, _ = score_text(explorer, result, selection, knobs)
+    selector = gr.update(choices=labels, value=selection)
+    return *figures, score, selector
+
+
+def _figure_cache(explorer: Explorer) -> LRU:
+    cache = _FIGURES.get(explorer)
+    if cache is None:
+        cache = _FIGURES.setdefault(explorer, LRU(FIGURE_CACHE))
+    return cache
+
+
+def _figures(
+    explorer: Explorer, video_id: str, window: str, result: AlignResult, selection: str
+) -> tuple[PlotData, PlotData, PlotData]:
+    """The subspace, full-space and loadings figures of one alignment, serialised as
+    Gradio sends them."""
+    a = result.alignment
     chosen = -1 if selection == "auto" else int(selection[1:]) - 1
     frames = explorer.frames_rgb(video_id, span=window)
     where = f" [{window.strip()}]" if (window or "").strip() else ""
@@ -152,14 +186,10 @@ def draw(
                 title=f"{video_id}{where} — {names.get(pick, f'subspace {selection}')}",
             )
         )
-    loadings = plots.loadings_figure(a.frame_loadings.numpy(), a.word_loadings.numpy(), a.words)
-    labels = [AUTO] + [
-        (f"s{s + 1} · {len(g)} of {knobs.k} EM columns · ~{a.width[s]:.0f} channels", f"s{s + 1}")
-        for s, g in enumerate(a.groups)
-    ]
-    score, _ = score_text(explorer, result, selection, knobs)
-    selector = gr.update(choices=labels, value=selection)
-    return figures[0], figures[1], loadings, score, selector
+    figures.append(
+        plots.loadings_figure(a.frame_loadings.numpy(), a.word_loadings.numpy(), a.words)
+    )
+    return tuple(PlotData(type="plotly", plot=f.to_json()) for f in figures)  # type: ignore[return-value]
 
 
 def poll(
@@ -223,6 +253,45 @@ class SubspacesWiring:
     outputs: list
 
 
+@dataclass
+class _Handlers:
+    """The tab's handlers over one explorer: the draw (the ``/align`` API), the redraw when the
+    tab is showing (which also starts the grounding poll) and the poll itself."""
+
+    explorer: Explorer
+
+    def visible(self, video_id: str, text: str, tab_name: str) -> bool:
+        known = isinstance(video_id, str) and video_id in self.explorer.snapshot.position
+        return tab_name == "subspaces" and known and bool((text or "").strip())
+
+    def align(
+        self, video_id: str, text: str, selection: str, window: str, words: str,
+        tab_name: str, knobs: Knobs,
+    ) -> tuple:  # fmt: skip
+        explorer = self.explorer
+        return explorer.drawing.run(
+            lambda: draw(explorer, video_id, text, selection, knobs, window, words)
+        )
+
+    def align_if_visible(
+        self, video_id: str, text: str, selection: str, window: str, words: str,
+        tab_name: str, knobs: Knobs,
+    ) -> tuple:  # fmt: skip
+        if not self.visible(video_id, text, tab_name):
+            return tuple(gr.skip() for _ in range(6))  # the five outputs and the poll
+        drawn = self.align(video_id, text, selection, window, words, tab_name, knobs)
+        return *drawn, gr.Timer(active=True)
+
+    def poll_if_visible(
+        self, video_id: str, text: str, selection: str, window: str, words: str,
+        tab_name: str, knobs: Knobs,
+    ) -> tuple:  # fmt: skip
+        if not self.visible(video_id, text, tab_name):
+            return gr.skip(), gr.Timer(active=False)
+        score, again = poll(self.explorer, video_id, text, selection, knobs, window, words)
+        return score, gr.Timer(active=again)
+
+
 def wire(
     tab: SubspacesTab, panel: KnobPanel, explorer: Explorer, active_tab: gr.State
 ) -> SubspacesWiring:
@@ -230,58 +299,11 @@ def wire(
         tab.video, tab.caption, tab.selector, tab.window, tab.words, active_tab, *panel.inputs,
     ]  # fmt: skip
     outputs = [tab.subspace_plot, tab.full_plot, tab.loadings_plot, tab.score, tab.selector]
-
-    def visible(video_id: str, text: str, tab_name: str) -> bool:
-        known = isinstance(video_id, str) and video_id in explorer.snapshot.position
-        return tab_name == "subspaces" and known and bool((text or "").strip())
-
-    def align(
-        video_id: str,
-        text: str,
-        selection: str,
-        window: str,
-        words: str,
-        tab_name: str,
-        knobs: Knobs,
-    ) -> tuple:
-        return explorer.drawing.run(
-            lambda: draw(explorer, video_id, text, selection, knobs, window, words)
-        )
-
-    def align_if_visible(
-        video_id: str,
-        text: str,
-        selection: str,
-        window: str,
-        words: str,
-        tab_name: str,
-        knobs: Knobs,
-    ) -> tuple:
-        if not visible(video_id, text, tab_name):
-            return tuple(gr.skip() for _ in range(len(outputs) + 1))
-        drawn = explorer.drawing.run(
-            lambda: draw(explorer, video_id, text, selection, knobs, window, words)
-        )
-        return *drawn, gr.Timer(active=True)
-
-    def poll_if_visible(
-        video_id: str,
-        text: str,
-        selection: str,
-        window: str,
-        words: str,
-        tab_name: str,
-        knobs: Knobs,
-    ) -> tuple:
-        if not visible(video_id, text, tab_name):
-            return gr.skip(), gr.Timer(active=False)
-        score, again = poll(explorer, video_id, text, selection, knobs, window, words)
-        return score, gr.Timer(active=again)
-
+    handlers = _Handlers(explorer)
     before = ["video_id", "caption", "selection", "window", "words", "tab"]
     gr.on(
         [tab.button.click, tab.selector.input, tab.words.input],
-        panel.bind(align, before=before),
+        panel.bind(handlers.align, before=before),
         inputs,
         outputs,
         api_name="align",
@@ -290,7 +312,7 @@ def wire(
     ).then(lambda: gr.Timer(active=True), None, tab.poll, queue=False, api_visibility="private")
     # The poll only reads what the background computed: its own group, never behind a map.
     tab.poll.tick(
-        panel.bind(poll_if_visible, before=before),
+        panel.bind(handlers.poll_if_visible, before=before),
         inputs,
         [tab.score, tab.poll],
         **QUIET,
@@ -308,5 +330,5 @@ def wire(
     )
     pickers.wire(tab.video, explorer)
     return SubspacesWiring(
-        panel.bind(align_if_visible, before=before), inputs, [*outputs, tab.poll]
+        panel.bind(handlers.align_if_visible, before=before), inputs, [*outputs, tab.poll]
     )
