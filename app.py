@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from emcl.explorer.setup import load_explorer
-    from ui.app import build_demo, launch_settings, queued
+    from ui.app import build_demo, lab_from, launch_settings, queued
     from ui.flags import parse_args, serving_from, setup_from
 
     start = time.perf_counter()
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     setup = setup_from(args)
     explorer = load_explorer(setup)
-    demo = queued(build_demo(explorer, serving))
+    demo = queued(build_demo(explorer, serving, lab=lab_from(setup, serving)))
     _, url, _ = demo.launch(prevent_thread_lock=True, **launch_settings(setup, explorer, serving))
     print(f"UI ready at {url} in {time.perf_counter() - start:.1f} s", flush=True)
 

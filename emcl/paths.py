@@ -16,6 +16,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINTS = REPO_ROOT / "checkpoints"
 DEMO_BASE_CHECKPOINT = CHECKPOINTS / "demo-base"
 DEMO_EMCL_CHECKPOINT = CHECKPOINTS / "demo-emcl"
+DEMO_PRETRAINED_CHECKPOINT = CHECKPOINTS / "demo-pretrain"  # the backbone the fine-tunes start from
 CACHE_ENV = "EMCL_CACHE_DIR"
 
 
@@ -68,3 +69,8 @@ def maps_dir(cache_dir: str | os.PathLike | None = None) -> Path:
 
 def uploads_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     return cache_root(cache_dir) / "uploads"
+
+
+def runs_dir(cache_dir: str | os.PathLike | None = None) -> Path:
+    """The runs trained from the page (``<run>/export`` once finished)."""
+    return cache_root(cache_dir) / "runs"

@@ -63,3 +63,19 @@ def test_an_em_run_on_a_gpu_never_waits_on_the_host():
         table.terms(params, prior).scores(params.beta)
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+def test_text_terms_by_column_and_rec_ratio_are_the_plain_computation():
+    # 70 videos: two full video blocks of 32 and a short last block of 6.
+    text, frames = synthetic_inputs(70, num_frames=4, dim=16)
+    table = EmclNetTable(text, frames)
+    terms = table.terms(PARAMS)
+    by_column = terms._text_by_column
+    for got, values in zip(by_column, (terms.text_cross, terms.text_rec_sq), strict=True):
+        assert torch.equal(got, values[:, table.column_block])  # the gather it replaces
+    _, pooled_sq, text_sq = table.pairs
+    ratios = torch.cat(
+        [(terms.pooled_rec_sq / pooled_sq).flatten(), (terms.text_rec_sq / text_sq).flatten()]
+    )
+    for beta in (0.5, 3.0):  # the median is kept across β: a β change only scales it
+        assert terms.rec_ratio(beta) == beta * float(ratios.median().clamp(min=0).sqrt())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,11 @@ from emcl.explorer.knobs import Knobs
 from emcl.explorer.service import Explorer
 from emcl.explorer.setup import Setup
 from emcl.explorer.uploads import UPLOAD_MAX_BYTES
+from emcl.training.jobs import TrainJobs, TrainSettings
 from ui import knob_panel
 from ui.common import CONCURRENCY, QUEUE_SIZE, QUIET_EVENT, QUIET_MAPS_EVENT
 from ui.flags import Serving
-from ui.tabs import gallery, map, metrics, search, subspaces
+from ui.tabs import gallery, map, metrics, models, search, study, subspaces, train
 from ui.text import summary
 
 ASSETS = paths.REPO_ROOT / "assets"
@@ -32,12 +34,50 @@ QUEUE_POLL_S = 0.005
 MAX_FILE_SIZE = UPLOAD_MAX_BYTES  # per uploaded file, enforced by Gradio (413) and the explorer
 
 
+@dataclass(frozen=True)
+class Lab:
+    """The Study and Train tabs' settings: the folders searched for study runs (beside
+    checkpoints/study.json) and the training jobs (None: training from the page is off)."""
+
+    study_folders: tuple[Path, ...] = ()
+    jobs: TrainJobs | None = None
+
+
+def lab_from(setup: Setup, serving: Serving) -> Lab:
+    """The lab of a started app: studies under the runs folders and ``--study``; training on
+    the app's data when ``serving`` allows it (loopback, or --allow-training with logins)."""
+    jobs = None
+    if serving.training_disk_bytes is not None:
+        settings = TrainSettings(
+            runs_dir=str(setup.runs_dir),
+            data=str(setup.data_root),
+            cache_dir=str(paths.frames_dir(setup.cache_dir)),
+            disk_budget_bytes=max(serving.training_disk_bytes, 1),
+            device=setup.device,
+        )
+        jobs = TrainJobs(settings)
+    folders = (paths.REPO_ROOT / "runs", setup.runs_dir, *setup.study_dirs)
+    return Lab(study_folders=folders, jobs=jobs)
+
+
 def build_demo(
-    explorer: Explorer, serving: Serving | None = None, title: str = "EMCL Explorer"
+    explorer: Explorer,
+    serving: Serving | None = None,
+    title: str = "EMCL Explorer",
+    lab: Lab | None = None,
 ) -> gr.Blocks:
     """The whole page for ``explorer``; ``serving`` says whether uploads are on (default:
-    off) and with which caps."""
+    off) and with which caps; ``lab`` the Study and Train tabs' folders and jobs (default:
+    the shipped study only, training off)."""
     uploads = (serving or Serving()).uploads
+    lab = lab or Lab()
+
+    def study_sources() -> list[Path]:
+        return list(lab.study_folders)
+
+    def init_choices() -> list[tuple[str, str]]:
+        return [(e.label, str(e.path)) for e in explorer.checkpoint_catalog() if e.ok]
+
     # Uploaded files in Gradio's cache are copied into the gallery; drop them after an hour.
     with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         active_tab = gr.State("search")
@@ -57,6 +97,10 @@ def build_demo(
                 metrics_tab = metrics.build()
                 map_tab = map.build()
                 gallery_tab = gallery.build(explorer, uploads)
+                models_tab = models.build(explorer)
+                study_tab = study.build(study_sources)
+                train_tab = train.build(lab.jobs, init_choices) if lab.jobs else None
+                train_page = train_tab.tab if train_tab is not None else train.off()
 
         to_subspaces = [subspaces_tab.video, subspaces_tab.caption, subspaces_tab.window]
         search.wire(search_tab, panel, explorer, to_subspaces)
@@ -64,12 +108,19 @@ def build_demo(
         metrics.wire(metrics_tab, panel, explorer, demo)
         map.wire(map_tab, panel, explorer)
         gallery.wire(gallery_tab, explorer, header, subspaces_tab.video, uploads)
+        models.wire(models_tab, explorer, header)
+        study.wire(study_tab, study_sources)
+        if train_tab is not None and lab.jobs is not None:
+            train.wire(train_tab, lab.jobs, init_choices)
         tabs = {
             "search": search_tab.tab,
             "subspaces": subspaces_tab.tab,
             "metrics": metrics_tab.tab,
             "map": map_tab.tab,
             "gallery": gallery_tab.tab,
+            "models": models_tab.tab,
+            "study": study_tab.tab,
+            "train": train_page,
         }
         for name, tab in tabs.items():
             selected = tab.select(
@@ -78,7 +129,14 @@ def build_demo(
             if name == "subspaces":
                 selected.then(redraw.redraw, redraw.inputs, redraw.outputs, **QUIET_MAPS_EVENT)
         knob_panel.wire_tabs(panel, tabs)
-        _wire_knob_changes(explorer, panel, search_tab, metrics_tab, redraw)
+        switched = models_tab.current.change(
+            lambda mode: knob_panel.widget_values(explorer.defaults(served_mode(explorer, mode))),
+            panel.widgets["mode"],
+            panel.inputs,
+            api_visibility="private",
+            queue=False,
+        )
+        _wire_knob_changes(explorer, panel, search_tab, metrics_tab, redraw, switched)
     return demo
 
 
@@ -88,9 +146,11 @@ def _wire_knob_changes(
     search_tab: search.SearchTab,
     metrics_tab: metrics.MetricsTab,
     redraw: subspaces.SubspacesWiring,
+    switched: Any,
 ) -> None:
-    """A knob the user moved: both columns (if there is a query) and the metrics in one call,
-    then the subspace view if it is showing."""
+    """A knob the user moved, or a new pair served (``switched``: the knobs already set to its
+    defaults): both columns (if there is a query) and the metrics in one call, then the
+    subspace view if it is showing."""
 
     def refresh(query: str, knobs: Knobs) -> tuple:
         table, note, metrics_run = metrics.live(explorer, knobs)
@@ -115,10 +175,17 @@ def _wire_knob_changes(
         for trigger in knob_panel.change_events(panel)
     ]
     events += [
-        e.then(handler, inputs, outputs, **QUIET_EVENT) for e in knob_panel.wire(panel, explorer)
+        e.then(handler, inputs, outputs, **QUIET_EVENT)
+        for e in (*knob_panel.wire(panel, explorer), switched)
     ]
     for event in events:
         event.then(redraw.redraw, redraw.inputs, redraw.outputs, **QUIET_MAPS_EVENT)
+
+
+def served_mode(explorer: Explorer, mode: str) -> str:
+    """The knob mode to show after a switch: ``mode``, unless it is joint and the new pair
+    has no jointly trained EMCL checkpoint."""
+    return mode if mode != "joint" or explorer.has_joint else "inference"
 
 
 def _login_check(logins: Logins) -> Any:
@@ -137,7 +204,7 @@ def launch_settings(setup: Setup, explorer: Explorer, serving: Serving | None = 
     checkpoints and caches blocked."""
     serving = serving or Serving()
     blocked = [setup.features_dir, setup.maps_dir, setup.world_dir / "frame_concepts.json"]
-    for checkpoint in (setup.base_checkpoint, setup.checkpoint, paths.CHECKPOINTS):
+    for checkpoint in (setup.base_checkpoint, setup.checkpoint, paths.CHECKPOINTS, setup.runs_dir):
         if checkpoint is not None:
             blocked.append(Path(checkpoint))
     return {

@@ -16,6 +16,7 @@ from emcl.explorer.uploads import MIB, UploadLimits
 from emcl.model.config import PRECISIONS
 
 LOOPBACK = "127.0.0.1"
+TRAIN_DISK_MB = 2048  # the runs trained from the page: about 40 demo runs
 PRECISION_HELP = (
     "how the models encode videos and queries: auto (bf16 autocast on a GPU, fp32 on the CPU), "
     "bf16, fp16 or fp32 (GPU features equal to the CPU's, for parity)"
@@ -33,6 +34,9 @@ class Serving:
     uploads: UploadLimits | None = None  # None: uploads off
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
+    # Training from the page: the runs folder's disk budget in bytes, None when training is
+    # off (beyond loopback it needs --allow-training and logins).
+    training_disk_bytes: int | None = None
 
 
 def is_loopback(host: str) -> bool:
@@ -85,8 +89,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="cpu, cuda (refused where torch sees no GPU) or auto (a GPU when there is one)",
     )
     ap.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
+    ap.add_argument(
+        "--checkpoint-dir",
+        type=Path,
+        action="append",
+        default=[],
+        help="a folder of checkpoints offered in the Models tab's picker (repeatable)",
+    )
+    ap.add_argument(
+        "--study",
+        type=Path,
+        action="append",
+        default=[],
+        help="a study run folder (python -m emcl study --out DIR) shown in the Study tab "
+        "beside checkpoints/study.json (repeatable)",
+    )
     ap.add_argument("--host", default=LOOPBACK, help="bind address (default: loopback only)")
     ap.add_argument("--port", type=int, default=7860)
+    _team_flags(ap)
+    args = ap.parse_args(argv)
+    _refuse_contradictions(ap, args)
+    return args
+
+
+def _team_flags(ap: argparse.ArgumentParser) -> None:
+    """The flags for serving beyond this machine: logins, uploads, training, HTTPS."""
     team = ap.add_argument_group(
         "serving beyond loopback",
         "a --host other than loopback needs --auth-file or an explicit --no-auth",
@@ -113,11 +140,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=UploadLimits.total_bytes // MIB,
         help="all uploads together, MiB (default %(default)s)",
     )
+    team.add_argument(
+        "--allow-training",
+        action="store_true",
+        help="let signed-in users train from the page beyond loopback (on by default on "
+        "loopback; needs --auth-file)",
+    )
+    team.add_argument(
+        "--train-disk-mb",
+        type=int,
+        default=TRAIN_DISK_MB,
+        help="disk budget of the runs trained from the page, MiB (default %(default)s)",
+    )
     team.add_argument("--ssl-certfile", type=Path, help="serve HTTPS with this certificate")
     team.add_argument("--ssl-keyfile", type=Path, help="the certificate's private key")
-    args = ap.parse_args(argv)
-    _refuse_contradictions(ap, args)
-    return args
 
 
 def _refuse_contradictions(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -137,6 +173,13 @@ def _refuse_contradictions(ap: argparse.ArgumentParser, args: argparse.Namespace
         ap.error(str(error))  # exits 2 with the reason
     if args.upload_quota_mb < 0 or args.upload_cap_mb < 0:
         ap.error("upload limits must be >= 0 MiB")
+    if args.train_disk_mb < 0:
+        ap.error("--train-disk-mb must be >= 0 MiB")
+    if args.allow_training and args.auth_file is None:
+        ap.error(
+            "--allow-training lets users start processes on this machine: it needs logins "
+            "(--auth-file PATH)"
+        )
 
 
 def serving_from(args: argparse.Namespace) -> Serving:
@@ -153,6 +196,7 @@ def serving_from(args: argparse.Namespace) -> Serving:
         uploads = UploadLimits(
             per_user_bytes=args.upload_quota_mb * MIB, total_bytes=args.upload_cap_mb * MIB
         )
+    training = is_loopback(args.host) or args.allow_training
     return Serving(
         host=args.host,
         port=args.port,
@@ -160,6 +204,7 @@ def serving_from(args: argparse.Namespace) -> Serving:
         uploads=uploads,
         ssl_certfile=args.ssl_certfile,
         ssl_keyfile=args.ssl_keyfile,
+        training_disk_bytes=args.train_disk_mb * MIB if training else None,
     )
 
 
@@ -179,4 +224,6 @@ def setup_from(args: argparse.Namespace) -> Setup:
         cache_dir=paths.cache_root(args.cache_dir),
         device=args.device,
         precision=args.precision,
+        checkpoint_dirs=tuple(args.checkpoint_dir),
+        study_dirs=tuple(args.study),
     )

@@ -23,7 +23,7 @@ from typing import Any
 from emcl.cli import device_flag
 from emcl.model.backbone import resolve_device
 from emcl.model.checkpoint import CheckpointError
-from emcl.model.config import PRECISIONS
+from emcl.model.config import PRECISIONS, EMCLConfig
 from emcl.training.loop import NonFiniteLoss, train
 from emcl.training.presets import PRESETS, TrainConfig
 from emcl.training.step import StepSettings
@@ -39,6 +39,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         model = dataclasses.replace(model, backbone=args.backbone)
     if args.pretrained is not None:
         model = dataclasses.replace(model, pretrained=args.pretrained or None)
+    model = dataclasses.replace(model, emcl=_emcl_from_args(args, model.emcl, args.preset))
     overrides: dict[str, Any] = {"model": model, "seed": args.seed, "preset": args.preset}
     if args.init_from == "":
         args.init_from = None
@@ -49,6 +50,27 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         if value is not None:
             overrides[name] = value
     return dataclasses.replace(cfg, **overrides)
+
+
+# The training-time EMCL knobs (docs/knobs.md, EMCLConfig): flag -> EMCLConfig field.
+EMCL_FLAGS = {"emcl_k": "k", "emcl_iters": "iters", "emcl_lam": "lam", "emcl_beta": "beta",
+              "emcl_momentum": "momentum", "emcl_init": "init"}  # fmt: skip
+
+
+def _emcl_from_args(
+    args: argparse.Namespace, emcl: EMCLConfig | None, preset: str
+) -> EMCLConfig | None:
+    """The preset's EMCL layer with the ``--emcl-*`` flags applied (EMCLConfig validates them,
+    naming the field); a flag for a model without the layer is refused, not silently dropped."""
+    changes = {field: getattr(args, flag) for flag, field in EMCL_FLAGS.items()}
+    changes = {field: value for field, value in changes.items() if value is not None}
+    if not changes:
+        return emcl
+    flags = ", ".join(f"--emcl-{name.replace('_', '-')}" for name in changes)
+    if emcl is None:
+        why = "--no-emcl trains the base model" if args.no_emcl else f"preset {preset} has none"
+        raise ValueError(f"{flags}: knobs of the EMCL layer, but {why} (no EMCL layer)")
+    return dataclasses.replace(emcl, **changes)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -78,6 +100,15 @@ def parser() -> argparse.ArgumentParser:
                    "(demo-v2 default: runs/demo-pretrain/best; '' = none)")  # fmt: skip
     p.add_argument("--corpus", type=int, help="pretraining pairs (demo-pretrain)")
     p.add_argument("--val-videos", type=int, help="validate on at most this many clips")
+    emcl = p.add_argument_group(
+        "the EMCL layer's training knobs (docs/knobs.md; default: the preset's)"
+    )
+    emcl.add_argument("--emcl-k", type=int, help="subspaces K")
+    emcl.add_argument("--emcl-iters", type=int, help="EM iterations")
+    emcl.add_argument("--emcl-lam", type=float, help="E-step temperature lambda")
+    emcl.add_argument("--emcl-beta", type=float, help="weight of the reconstruction added back")
+    emcl.add_argument("--emcl-momentum", type=float, help="momentum of the trained prior")
+    emcl.add_argument("--emcl-init", choices=("prior", "data"), help="initialisation of the bases")
     p.add_argument("--cache", help="frame cache folder (default: <cache root>/frames)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
@@ -85,7 +116,11 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    cfg = config_from_args(args)
+    try:
+        cfg = config_from_args(args)
+    except ValueError as error:  # a bad --emcl-* value, named by EMCLConfig
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     default = f"runs/{args.preset}-{'base' if args.no_emcl else 'emcl'}-s{args.seed}"
     if cfg.corpus:  # pretraining: the folder the video presets' --init-from default names
         default = f"runs/{args.preset}"

@@ -173,10 +173,14 @@ def em_responsibilities(
     d, k = gram.shape[-1], params.k
     if params.iters == 0:
         return gram.new_zeros(*gram.shape[:-2], d, k), gram.new_ones(*gram.shape[:-2], k)
-    logits = first_logits(gram, row_sum, params, prior)  # [..., D, K]
+    logits = first_logits(gram, row_sum, params, prior)  # [..., D, K], a fresh tensor
     scale: Tensor | float = 1.0 / lam
     for _ in range(params.iters):
-        p = torch.softmax(logits * scale, dim=-1)  # [..., D, K] before the column sums
+        # In place: the logits are not read again, and on a CPU a new [..., D, K] tensor per
+        # iteration costs an allocation and a pass over memory (the same values either way);
+        # not under autograd, which keeps the logits for the backward of x_p.
+        scaled = logits * scale if logits.requires_grad else logits.mul_(scale)
+        p = torch.softmax(scaled, dim=-1)  # [..., D, K] before the column sums
         columns = EPS + p.sum(dim=-2, keepdim=True)  # [..., 1, K]: z = p / columns
         logits = gram @ p  # [..., D, K] = X^T X p
         x_p = (p * logits).sum(dim=-2, keepdim=True).clamp(min=0).sqrt()  # [..., 1, K] |X p|
@@ -213,7 +217,6 @@ def terms_from_projections(pooled_z: Tensor, text_z: Tensor, z: Tensor, norms: T
     text_weights = text_z * scale[..., None, None, :]  # [..., 1, Bt, K] = mu_t
     text_rec = text_z @ zz_scaled.unsqueeze(-3)  # [..., 1, Bt, K] = (S zz S) z^T t_a
     pooled_rec = (pooled_z.flatten(-3, -2) @ zz_scaled).reshape(pooled_z.shape)
-    shape = pooled_z.shape[:-1]  # [..., Bv, Bt]
 
     def pair(values: Tensor) -> Tensor:  # [..., Bv, Bt] -> [..., Bt, Bv]
         return values.transpose(-2, -1)
@@ -221,7 +224,8 @@ def terms_from_projections(pooled_z: Tensor, text_z: Tensor, z: Tensor, norms: T
     return Terms(
         cross=pair(2.0 * (text_weights * pooled_z).sum(-1)),
         rec_dot=pair((text_rec * pooled_z).sum(-1)),
-        pooled_cross=pair((pooled_z.square().flatten(-3, -2) @ scale[..., :, None]).view(shape)),
+        # sum_k pz_k^2 / norm_k element-wise: a [K] @ [K, 1] product per pair ran slower.
+        pooled_cross=pair(torch.linalg.vecdot(pooled_z * scale[..., None, None, :], pooled_z)),
         pooled_rec_sq=pair((pooled_rec * pooled_z).sum(-1)),
         text_cross=pair((text_weights * text_z).sum(-1)),
         text_rec_sq=pair((text_rec * text_z).sum(-1)),

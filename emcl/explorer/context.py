@@ -20,6 +20,7 @@ from torch import Tensor
 from emcl.core.em import INFERENCE_MODULE_DEFAULTS, EMParams
 from emcl.data.ground_truth import GroundTruth
 from emcl.explorer.cache import LRU
+from emcl.explorer.checkpoints import ModelSources
 from emcl.explorer.knobs import KnobError, Knobs
 from emcl.explorer.latest import BACKGROUND_NICE, Jobs, LatestWins, Worker
 from emcl.explorer.snapshot import ModelView, Snapshot
@@ -34,10 +35,15 @@ class Caches:
     similarity: LRU = field(default_factory=lambda: LRU(12))  # captions × videos matrices
     tables: LRU = field(default_factory=lambda: LRU(4))  # trained-protocol geometry per model
     terms: LRU = field(default_factory=lambda: LRU(8))  # one EM run over a table (β-free)
+    # Scored metrics rows and EM sizes (small dicts): a knob change rescoring only the rows
+    # that depend on it; the no-EM rows depend on no EM knob at all.
+    rows: LRU = field(default_factory=lambda: LRU(64))
     bank_words: LRU = field(default_factory=lambda: LRU(4))  # word features of the bank
     groundings: LRU = field(default_factory=lambda: LRU(16))
     frames: LRU = field(default_factory=lambda: LRU(64))  # decoded frames for the view
     maps: LRU = field(default_factory=lambda: LRU(8))
+    checkpoints: LRU = field(default_factory=lambda: LRU(256))  # catalog checks per file stamp
+    pair_evals: LRU = field(default_factory=lambda: LRU(8))  # paired evaluations of runs
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,9 @@ class ServiceContext:
     latest: dict[str, LatestWins] = field(default_factory=dict)
     # Work started for a later poll (the test split's grounding), below the searches' priority.
     jobs: Jobs = field(default_factory=lambda: Jobs(Worker("background", BACKGROUND_NICE)))
+    # The Models tab's settings: the checkpoint catalog's folders, how a pair is built and
+    # evaluated (None: an explorer built by hand, with nothing to switch to).
+    models: ModelSources | None = None
 
     @property
     def snapshot(self) -> Snapshot:

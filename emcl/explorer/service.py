@@ -31,9 +31,12 @@ from emcl.data.gallery import Gallery
 from emcl.data.ground_truth import GroundTruth
 from emcl.explorer import embedding_map as map_service
 from emcl.explorer import metrics as metrics_service
+from emcl.explorer import pair_eval as pair_eval_service
 from emcl.explorer import search as search_service
 from emcl.explorer import subspaces as subspace_service
+from emcl.explorer import switching as switching_service
 from emcl.explorer import uploads as upload_service
+from emcl.explorer.checkpoints import NONE, CatalogEntry, ModelSources
 from emcl.explorer.context import Caches, ServiceContext, UploadSettings
 from emcl.explorer.device import device_errors
 from emcl.explorer.knobs import KnobError, Knobs
@@ -72,19 +75,26 @@ class Explorer:
         map_cache_dir: str | os.PathLike | None = None,
         upload_max_bytes: int = upload_service.UPLOAD_MAX_BYTES,
         ann: AnnConfig | None = None,
+        models: ModelSources | None = None,
     ):
+        """``models``: the Models tab's catalog folders and how a pair is built and evaluated
+        (emcl/explorer/setup.py's ``model_sources``; None: nothing to switch to)."""
         if (emcl_encoder is None) != (emcl_gallery is None):
             raise ValueError("pass both the EMCL encoder and its gallery, or neither")
         for encoder in (base_encoder, emcl_encoder):
             if encoder is not None and encoder.model.training:
                 raise ValueError("encoders must be in eval mode")
-        store = SnapshotStore(base_encoder, base_gallery, emcl_encoder, emcl_gallery, ann=ann)
+        pair = (models.base, models.emcl) if models is not None else (None, None)
+        store = SnapshotStore(
+            base_encoder, base_gallery, emcl_encoder, emcl_gallery, ann=ann, pair=pair
+        )
         folder = Path(uploads_dir) if uploads_dir is not None else None
         self.context = ServiceContext(
             store=store,
             uploads=UploadSettings(folder, upload_max_bytes),
             ground_truth=ground_truth,
             map_cache_dir=Path(map_cache_dir) if map_cache_dir is not None else None,
+            models=models,
         )
         # Long computations run one at a time on workers below the searches' CPU priority.
         self._sweeps, self._maps = Worker("sweeps"), Worker("maps")
@@ -256,6 +266,30 @@ class Explorer:
         return upload_service.add_uploads(
             self.context, files, caption, progress, user=user, limits=limits
         )
+
+    # ---- the Models tab ------------------------------------------------------------------
+    def checkpoint_catalog(self) -> list[CatalogEntry]:
+        """Every checkpoint found, and every folder refused with its reason."""
+        return switching_service.catalog(self.context)
+
+    def switch_models(self, base: object, emcl: object = NONE) -> switching_service.SwitchStatus:
+        """Start serving another pair (catalog names; ``emcl`` "none": no joint model); the
+        current pair serves until the new one is ready. Refused while a switch runs."""
+        return switching_service.switch(self.context, base, emcl)
+
+    def switch_status(self) -> switching_service.SwitchStatus:
+        return switching_service.switch_status(self.context)
+
+    def evaluate_pair(
+        self, runs: object, base: object = None, study: object = None
+    ) -> pair_eval_service.PairEvaluation | JobState:
+        """The paired evaluation of ``runs`` against ``base`` (None: the served base side),
+        beside ``study``; its progress until it is done."""
+        return pair_eval_service.evaluation(self.context, runs, base, study)
+
+    def studies(self) -> list[str]:
+        """The studies a paired evaluation may be set beside, by name."""
+        return pair_eval_service.study_names(self.context)
 
 
 __all__ = ["Caches", "Explorer", "Progress"]

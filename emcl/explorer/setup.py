@@ -1,4 +1,8 @@
-"""Start-up: the data, the models and both galleries, built or loaded from the cache."""
+"""Start-up: the data, the models and both galleries, built or loaded from the cache.
+
+:func:`build_pair` builds the encoders and galleries of one (base, EMCL) pair; start-up calls
+it for the pair given on the command line and a switch in the Models tab
+(emcl/explorer/switching.py) for the pair picked there."""
 
 from __future__ import annotations
 
@@ -9,10 +13,13 @@ from pathlib import Path
 
 from emcl import paths
 from emcl.data.datasets import VideoRecord, read_dataset, read_folder
-from emcl.data.gallery import build_gallery
+from emcl.data.gallery import build_galleries
 from emcl.data.ground_truth import GroundTruth
 from emcl.data.world import ensure_world, video_splits
+from emcl.explorer.checkpoints import ModelSources
+from emcl.explorer.latest import JobProgress
 from emcl.explorer.service import Explorer
+from emcl.explorer.store import ModelPair
 from emcl.explorer.uploads import uploads_captions
 from emcl.model.checkpoint import load_checkpoint
 from emcl.model.config import ModelConfig
@@ -36,6 +43,8 @@ class Setup:
     precision: str = "auto"  # the encoders' (emcl/model/encoder.py): auto, bf16, fp16 or fp32
     world: paths.DemoWorld = paths.DEMO_WORLD  # the demo world built when ``data`` is None
     ann: AnnConfig | None = None  # the ANN shortlist above ann.threshold videos (None: defaults)
+    checkpoint_dirs: tuple[Path, ...] = ()  # more checkpoints for the Models tab's pickers
+    study_dirs: tuple[Path, ...] = ()  # study run folders for the Study tab (--study)
     log: Callable[[str], None] = field(default=print)
 
     @property
@@ -49,6 +58,10 @@ class Setup:
     @property
     def features_dir(self) -> Path:
         return paths.features_dir(self.cache_dir)
+
+    @property
+    def runs_dir(self) -> Path:
+        return paths.runs_dir(self.cache_dir)
 
     @property
     def uploads_dir(self) -> Path:
@@ -94,6 +107,63 @@ def _records(setup: Setup) -> list[VideoRecord]:
     return records
 
 
+def build_pair(
+    setup: Setup,
+    records: Sequence[VideoRecord],
+    base: Path | None,
+    emcl: Path | None,
+    progress: JobProgress = lambda fraction, message: None,
+    *,
+    bars: bool = False,
+) -> ModelPair:
+    """The encoders of ``base`` (None: ``setup.model``) and ``emcl`` (None: no EMCL model) and
+    their galleries of ``records``, from the feature cache where valid. ``progress`` hears the
+    stages; ``bars``: the extraction's progress bars on the terminal (start-up)."""
+    progress(0.0, "loading the checkpoints")
+    base_encoder = _encoder(setup, base, emcl=False)
+    if base_encoder is None:
+        raise ValueError("need a base model: --base-checkpoint or --model [--pretrained]")
+    emcl_encoder = _encoder(setup, emcl, emcl=True)
+    encoders = [("base", base_encoder)] + ([("EMCL", emcl_encoder)] if emcl_encoder else [])
+    names = " and ".join(name for name, _ in encoders)
+    progress(0.05, f"indexing the gallery with the {names} models (cached after the first run)")
+    # One decode of each clip feeds every model that lacks it in the cache.
+    galleries = build_galleries(
+        records, [encoder for _, encoder in encoders], setup.features_dir, progress=bars
+    )
+    progress(0.95, "galleries ready")
+    return ModelPair(
+        base_encoder,
+        galleries[0],
+        emcl_encoder,
+        galleries[1] if emcl_encoder else None,
+        base_path=base,
+        emcl_path=emcl,
+    )
+
+
+def model_sources(setup: Setup) -> ModelSources:
+    """The Models tab's settings: where checkpoints are found, how a pair is built (over the
+    records a switch passes: the gallery's videos, uploads included), what it is evaluated on."""
+
+    def build(
+        base: Path, emcl: Path | None, records: Sequence[VideoRecord], progress: JobProgress
+    ) -> ModelPair:
+        return build_pair(setup, records, base, emcl, progress)
+
+    return ModelSources(
+        runs_dir=setup.runs_dir,
+        repo_runs=paths.REPO_ROOT / "runs",
+        folders=tuple(Path(f) for f in setup.checkpoint_dirs),
+        base=setup.base_checkpoint,
+        emcl=setup.checkpoint,
+        build=build,
+        data=setup.data_root,
+        features_dir=setup.features_dir,
+        device=setup.device,
+    )
+
+
 def load_explorer(setup: Setup) -> Explorer:
     """Build (or load from cache) the data, the models and both galleries; log progress, with
     the seconds since the start at the end of each stage."""
@@ -108,30 +178,22 @@ def load_explorer(setup: Setup) -> Explorer:
         log(f"demo world ready at {time.perf_counter() - start:.1f} s")
     records = _records(setup)
     log(f"{len(records)} videos in {setup.data_root} (split {setup.split})")
-    base = _encoder(setup, setup.base_checkpoint, emcl=False)
-    if base is None:
-        raise ValueError("need a base model: --base-checkpoint or --model [--pretrained]")
-    emcl = _encoder(setup, setup.checkpoint, emcl=True)
-    galleries = []
-    for name, encoder in (("base", base), ("EMCL", emcl)):
-        if encoder is None:
-            galleries.append(None)
-            continue
-        log(f"indexing the gallery with the {name} model (cached after the first run) …")
-        galleries.append(
-            build_gallery(records, encoder, setup.features_dir, num_frames=encoder.num_frames)
-        )
-        log(f"{name} gallery ready at {time.perf_counter() - start:.1f} s")
+
+    def stage(fraction: float, message: str) -> None:
+        log(f"{message} ({time.perf_counter() - start:.1f} s)")
+
+    pair = build_pair(setup, records, setup.base_checkpoint, setup.checkpoint, stage, bars=True)
     log("encoding the caption bank …")
     explorer = Explorer(
-        base,
-        galleries[0],
-        emcl,
-        galleries[1],
+        pair.base_encoder,
+        pair.base_gallery,
+        pair.emcl_encoder,
+        pair.emcl_gallery,
         ground_truth=GroundTruth.load(setup.data_root),
         uploads_dir=setup.uploads_dir,
         map_cache_dir=setup.maps_dir,
         ann=setup.ann,
+        models=model_sources(setup),
     )
     snap = explorer.snapshot
     log(
@@ -141,4 +203,4 @@ def load_explorer(setup: Setup) -> Explorer:
     return explorer
 
 
-__all__ = ["Setup", "load_explorer"]
+__all__ = ["Setup", "build_pair", "load_explorer", "model_sources"]

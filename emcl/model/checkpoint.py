@@ -221,15 +221,16 @@ def check_state(expected: dict[str, Tensor], found: dict[str, Tensor], source: s
             )
 
 
-def load_checkpoint(
-    path: str | os.PathLike, device: str | torch.device = "cpu"
-) -> EMCLRetrievalModel:
-    """Rebuild the model from ``config.json`` and load ``model.safetensors`` strictly.
-
-    Returns the model in eval mode on ``device``. Raises :class:`CheckpointError` with a clear
-    message for pickles, missing/truncated/corrupt files and key or shape mismatches.
-    """
+def _verified(path: str | os.PathLike) -> tuple[ModelConfig, dict, dict[str, Tensor], Path]:
+    """(config, meta, tensors, weights file) of a checkpoint whose files pass every check that
+    needs no model: no pickle, both files present, valid JSON, the format, the weights' SHA-256
+    and a readable safetensors payload."""
     weights, config_path = _resolve(Path(path))
+    if not weights.is_file() and weights.parent.is_dir():
+        # A folder holding torch.save files instead: name the pickle, not a missing file.
+        for found in sorted(weights.parent.iterdir()):
+            if found.is_file() and found.suffix.lower() in PICKLE_SUFFIXES:
+                _refuse_pickle(found)
     tensors, meta = load_tensors(weights, config_path)
     if meta.get("format") != FORMAT:
         found = meta.get("format")
@@ -238,6 +239,29 @@ def load_checkpoint(
         config = ModelConfig.from_dict(meta["model"])
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"invalid model config in {config_path}: {error}") from None
+    return config, meta, tensors, weights
+
+
+def check_checkpoint(path: str | os.PathLike) -> tuple[ModelConfig, dict]:
+    """Every check :func:`load_checkpoint` makes (pickles, missing, truncated or modified
+    files, the format, each key and shape) without keeping the model; returns the model config
+    and the ``info`` record. Raises :class:`CheckpointError` with the reason."""
+    config, meta, tensors, weights = _verified(path)
+    model = EMCLRetrievalModel(config, load_pretrained=False)
+    check_state(model.state_dict(), tensors, str(weights))
+    info = meta.get("info", {})
+    return config, info if isinstance(info, dict) else {}
+
+
+def load_checkpoint(
+    path: str | os.PathLike, device: str | torch.device = "cpu"
+) -> EMCLRetrievalModel:
+    """Rebuild the model from ``config.json`` and load ``model.safetensors`` strictly.
+
+    Returns the model in eval mode on ``device``. Raises :class:`CheckpointError` with a clear
+    message for pickles, missing/truncated/corrupt files and key or shape mismatches.
+    """
+    config, _, tensors, weights = _verified(path)
     model = EMCLRetrievalModel(config, load_pretrained=False)
     check_state(model.state_dict(), tensors, str(weights))
     model.load_state_dict(tensors, strict=True)  # copies cast fp16 storage to fp32
@@ -250,6 +274,7 @@ __all__ = [
     "STORAGE_DTYPES",
     "WEIGHTS",
     "CheckpointError",
+    "check_checkpoint",
     "check_state",
     "convert_checkpoint",
     "load_checkpoint",

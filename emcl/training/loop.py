@@ -244,6 +244,12 @@ def train(
             with open(log_path, "a") as handle:
                 handle.write(json.dumps(record) + "\n")
 
+    # First record of each (re)start: what a reader needs for progress and an ETA (the Train
+    # tab, emcl/training/job_progress.py); the "loss" and "val" records that follow are as before.
+    planned = {"total_steps": total, "steps_per_epoch": steps_per_epoch, "val_every": val_every,
+               "log_every": cfg.log_every}  # fmt: skip
+    log({"step": state["step"], "time": time.time(), "plan": planned})
+
     def checkpoint_and_validate(step: int) -> None:
         stepper.check()  # never a checkpoint of the weights after a non-finite step
         t0 = time.perf_counter()

@@ -29,7 +29,13 @@ entry points).
 """
 
 from emcl.data.gallery.assemble import Gallery
-from emcl.data.gallery.build import add_videos, build_gallery, cache_folder, load_gallery
+from emcl.data.gallery.build import (
+    add_videos,
+    build_galleries,
+    build_gallery,
+    cache_folder,
+    load_gallery,
+)
 from emcl.data.gallery.entry import CacheEntry, WindowRow
 from emcl.data.gallery.extract import VideoEncoder
 from emcl.data.gallery.hashing import HASH_HEAD, HASH_SAMPLES, FileStat, file_stat
@@ -40,5 +46,5 @@ from emcl.data.gallery.shards import CACHE_VERSION
 __all__ = [
     "BULK_LIMITS", "CACHE_VERSION", "HASH_HEAD", "HASH_SAMPLES", "CacheEntry", "ExtractOptions",
     "FileStat", "Gallery", "GalleryReport", "VideoEncoder", "WindowRow", "add_videos",
-    "build_gallery", "cache_folder", "cache_key", "file_stat", "load_gallery",
+    "build_galleries", "build_gallery", "cache_folder", "cache_key", "file_stat", "load_gallery",
 ]  # fmt: skip

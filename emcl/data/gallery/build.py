@@ -6,13 +6,14 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from emcl.data.datasets import VideoRecord
 from emcl.data.gallery.assemble import Assembled, Gallery, assemble
 from emcl.data.gallery.entry import NOT_EXTRACTED, CachedVideo, CacheEntry
-from emcl.data.gallery.extract import VideoEncoder, extract_videos
+from emcl.data.gallery.extract import ExtractJob, VideoEncoder, extract_shared, extract_videos
 from emcl.data.gallery.hashing import FileStat, read_stat
 from emcl.data.gallery.report import GalleryReport, write_part_report, write_report
 from emcl.data.gallery.settings import (
@@ -159,6 +160,98 @@ def cache_folder(
     return Path(cache_dir) / cache_key(encoder.fingerprint, settings)
 
 
+def build_galleries(
+    records: Sequence[VideoRecord],
+    encoders: Sequence[VideoEncoder],
+    cache_dir: str | os.PathLike,
+    *,
+    num_frames: int | None = None,
+    size: Size = None,
+    batch_size: int = 32,
+    workers: int | None = None,
+    timeout: float = 30.0,
+    backend: str = "auto",
+    limits: Limits = BULK_LIMITS,
+    windows: WindowSpec | None = DEFAULT_WINDOWS,
+    progress: bool = True,
+) -> list[Gallery]:
+    """:func:`build_gallery` for each of ``encoders`` over the same ``records``, decoding each
+    video once for every encoder that has no valid cache entry of it (the app's base and EMCL
+    models index the same clips: half the decoding of two builds). Each encoder keeps its own
+    cache folder, shards and report, as :func:`build_gallery` writes them. ``num_frames=None``
+    and ``size=None``: each encoder's own ``num_frames`` (12 if it has none) and
+    ``image_size``; encoders that differ in either decode in separate passes."""
+    records = list(records)
+    plans = []
+    for encoder in encoders:
+        frames = getattr(encoder, "num_frames", 12) if num_frames is None else num_frames
+        options = ExtractOptions(
+            num_frames=frames, size=default_size(encoder) if size is None else size,
+            backend=backend, windows=windows, batch_size=batch_size, workers=workers,
+            timeout=timeout, limits=limits, progress=progress,
+            precision=encoder_precision(encoder),
+        )  # fmt: skip
+        shared = plans[0].stats if plans else None
+        plans.append(_plan(records, encoder, Path(cache_dir), options, stats=shared))
+    if len({plan.folder for plan in plans}) != len(plans):
+        raise ValueError("two encoders share a cache folder (same fingerprint and settings)")
+    passes: dict[Any, list[_Plan]] = {}
+    for plan in plans:  # one decoding pass per sampling (the rest of the options agree)
+        sampling = (plan.options.num_frames, str(plan.options.size))
+        passes.setdefault(sampling, []).append(plan)
+    for group in passes.values():
+        jobs = [p.job() for p in group if p.todo]
+        if jobs:
+            extract_shared(records, jobs, group[0].options)
+    return [_finish(plan, extract=True) for plan in plans]
+
+
+@dataclass
+class _Plan:
+    """One encoder's build, up to the extraction: its cache read and the videos to extract."""
+
+    records: list[VideoRecord]
+    encoder: VideoEncoder
+    options: ExtractOptions
+    folder: Path
+    report: GalleryReport
+    cached: dict[str, CachedVideo]
+    stats: dict[str, FileStat | None]
+    missing: set[str]
+    todo: list[VideoRecord]
+    base: Gallery | None
+    started: float
+
+    def job(self) -> ExtractJob:
+        return ExtractJob(
+            self.todo, self.encoder, self.folder, self.options, self.stats, self.cached
+        )
+
+
+def _plan(
+    records: list[VideoRecord],
+    encoder: VideoEncoder,
+    cache_root: Path,
+    options: ExtractOptions,
+    base: Gallery | None = None,
+    stats: dict[str, FileStat | None] | None = None,
+) -> _Plan:
+    t0 = time.perf_counter()
+    ids = [r.video_id for r in records]
+    if len(set(ids)) != len(ids):
+        raise ValueError("duplicate video ids in records")
+    folder = cache_root / cache_key(encoder.fingerprint, options.settings())
+    folder.mkdir(parents=True, exist_ok=True)
+    report = GalleryReport(total=len(records), cache_dir=str(folder))
+    # a part reads only shards of its own share; a whole build reads all (it may compact)
+    cached = load_cache(folder, report, set(ids) if options.part is not None else None)
+    if stats is None:  # build_galleries reads each file's identity once for all encoders
+        stats = {r.video_id: read_stat(r.path) for r in records}
+    missing = {v for v, stat in stats.items() if stat is None}  # not worth a shard
+    todo = [r for r in records if r.video_id not in missing and _stale(cached, stats, r)]
+    return _Plan(records, encoder, options, folder, report, cached, stats, missing, todo, base, t0)
+
+
 def _build(
     records: list[VideoRecord],
     encoder: VideoEncoder,
@@ -168,42 +261,37 @@ def _build(
     base: Gallery | None = None,
     extract: bool = True,
 ) -> Gallery:
-    t0 = time.perf_counter()
-    ids = [r.video_id for r in records]
-    if len(set(ids)) != len(ids):
-        raise ValueError("duplicate video ids in records")
-    settings = options.settings()
-    folder = cache_root / cache_key(encoder.fingerprint, settings)
-    folder.mkdir(parents=True, exist_ok=True)
-    report = GalleryReport(total=len(records), cache_dir=str(folder))
-    # a part reads only shards of its own share; a whole build reads all (it may compact)
-    cached = load_cache(folder, report, set(ids) if options.part is not None else None)
-
-    stats = {r.video_id: read_stat(r.path) for r in records}
-    missing = {v for v, stat in stats.items() if stat is None}  # not worth a shard
-    todo = [r for r in records if r.video_id not in missing and _stale(cached, stats, r)]
-    if todo and extract:
+    plan = _plan(records, encoder, cache_root, options, base)
+    if plan.todo and extract:
+        job = plan.job()
         extract_videos(
-            todo, encoder=encoder, folder=folder, options=options, stats=stats, cached=cached
-        )
-    elif todo:  # the merge step: another process's share that never finished
-        cached |= {r.video_id: _not_extracted(r, stats[r.video_id]) for r in todo}
+            job.todo, encoder=encoder, folder=job.folder, options=options, stats=job.stats,
+            cached=job.cached,
+        )  # fmt: skip
+    elif plan.todo:  # the merge step: another process's share that never finished
+        plan.cached |= {r.video_id: _not_extracted(r, plan.stats[r.video_id]) for r in plan.todo}
+    return _finish(plan, extract=extract)
 
-    fresh = {r.video_id for r in todo} if extract else set()
+
+def _finish(plan: _Plan, *, extract: bool) -> Gallery:
+    """Assemble the gallery from the cache, compact it, write the manifest and report."""
+    options, folder, report = plan.options, plan.folder, plan.report
+    settings = options.settings()
+    fresh = {r.video_id for r in plan.todo} if extract else set()
     assembled = assemble(
-        records, cached, report=report, num_frames=options.num_frames,
-        missing=missing, fresh=fresh, base=base,
+        plan.records, plan.cached, report=report, num_frames=options.num_frames,
+        missing=plan.missing, fresh=fresh, base=plan.base,
     )  # fmt: skip
     merging = not extract  # the merge of a sharded run: its parts left many small shards
-    if options.part is None and (todo or merging) and needs_compaction(folder):
-        compact(folder, cached)
-    report.seconds = round(time.perf_counter() - t0, 2)
+    if options.part is None and (plan.todo or merging) and needs_compaction(folder):
+        compact(folder, plan.cached)
+    report.seconds = round(time.perf_counter() - plan.started, 2)
     if options.part is None:
-        write_manifest(folder, encoder.fingerprint, settings)
+        write_manifest(folder, plan.encoder.fingerprint, settings)
         write_report(folder, report)
     else:
         write_part_report(folder, options.part, report)
-    return _gallery(assembled, report, encoder.fingerprint, settings, folder)
+    return _gallery(assembled, report, plan.encoder.fingerprint, settings, folder)
 
 
 def _stale(
@@ -235,4 +323,4 @@ def _gallery(
     )
 
 
-__all__ = ["add_videos", "build_gallery", "cache_folder", "load_gallery"]
+__all__ = ["add_videos", "build_galleries", "build_gallery", "cache_folder", "load_gallery"]

@@ -10,6 +10,8 @@ interrupted run resumes where it stopped.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -76,6 +78,56 @@ def extract_videos(
         bar.close()
 
 
+def extract_shared(
+    records: list[VideoRecord], jobs: list[ExtractJob], options: ExtractOptions
+) -> None:
+    """Several encoders' extractions with each video decoded once: every decoded clip goes to
+    each job whose ``todo`` (in the order of ``records``) holds it, so each job's shards hold what
+    :func:`extract_videos` would have written for it alone. The jobs' decode settings must
+    be those of ``options`` (frames, size, backend, windows, limits, timeout; a long video's
+    1 frame/s timeline is still decoded once per job that needs it)."""
+    total = sum(len(job.todo) for job in jobs)
+    bar = tqdm(total=total, desc="indexing videos", unit="video", disable=not options.progress)
+    extractors = [
+        (_Extractor(j.encoder, j.folder, j.options, j.stats, j.cached, bar), j.todo) for j in jobs
+    ]
+    wanted = [{r.video_id for r in todo} for _, todo in extractors]
+    needed = set().union(*wanted)
+    records = [r for r in records if r.video_id in needed]  # decoded once each, in order
+    try:
+        workers = options.workers or default_workers()
+        ahead = max((e._ahead(workers) or 0 for e, _ in extractors), default=0) or None
+        with DecoderPool(workers=workers, limits=options.limits) as pool:
+            results = _decoded(pool, records, options, ahead)
+            for r, res in zip(records, results, strict=True):
+                for (extractor, _), ids in zip(extractors, wanted, strict=True):
+                    if r.video_id in ids:
+                        extractor.take(pool, r, res)
+            for extractor, _ in extractors:
+                extractor.flush()
+    finally:
+        bar.close()
+
+
+@dataclass(frozen=True)
+class ExtractJob:
+    """One encoder's share of :func:`extract_shared`: what :func:`extract_videos` takes."""
+
+    todo: list[VideoRecord]
+    encoder: VideoEncoder
+    folder: Path
+    options: ExtractOptions
+    stats: dict[str, FileStat | None]
+    cached: dict[str, CachedVideo]
+
+
+def _decoded(
+    pool: DecoderPool, records: list[VideoRecord], o: ExtractOptions, ahead: int | None
+) -> Iterator[Decoded | VideoDecodeError]:
+    paths = [r.path for r in records]
+    return pool.imap(paths, o.num_frames, o.size, "uniform", o.timeout, o.backend, ahead=ahead)
+
+
 class _Extractor:
     """One build's extraction: a batch of decoded short videos and of failures, each written
     as one shard when ``batch_size`` of either have gathered."""
@@ -98,16 +150,17 @@ class _Extractor:
         o = self.options
         workers = o.workers or default_workers()
         with DecoderPool(workers=workers, limits=o.limits) as pool:
-            paths = [r.path for r in todo]
-            results = pool.imap(
-                paths, o.num_frames, o.size, "uniform", o.timeout, o.backend,
-                ahead=self._ahead(workers),
-            )  # fmt: skip
+            results = _decoded(pool, todo, o, self._ahead(workers))
             for r, res in zip(todo, results, strict=True):
-                self._take(pool, r, res)
-                if len(self.batch) >= o.batch_size or len(self.failed) >= o.batch_size:
-                    self._flush()
-            self._flush()
+                self.take(pool, r, res)
+            self.flush()
+
+    def take(self, pool: DecoderPool, r: VideoRecord, res: Decoded | VideoDecodeError) -> None:
+        """One decode result into the batch, the batch written as a shard when full."""
+        self._take(pool, r, res)
+        size = self.options.batch_size
+        if len(self.batch) >= size or len(self.failed) >= size:
+            self.flush()
 
     def _ahead(self, workers: int) -> int | None:
         """Decode the next batch while a GPU encodes one. An encoder on the CPU shares the
@@ -131,7 +184,7 @@ class _Extractor:
         else:
             self.batch.append((r, center_crop(res.frames, self.options.size), res.notes))
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
         """The gathered failures and batch as one shard (nothing if both are empty)."""
         entries, f_t, v_t = list(self.failed), None, None
         if self.batch:
@@ -185,4 +238,4 @@ class _Extractor:
         self.bar.update(len(entries))
 
 
-__all__ = ["VideoEncoder", "encode", "extract_videos"]
+__all__ = ["ExtractJob", "VideoEncoder", "encode", "extract_shared", "extract_videos"]
