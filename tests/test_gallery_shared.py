@@ -82,6 +82,20 @@ def test_a_warm_encoder_decodes_nothing_and_the_cache_reads_back(corpus, tmp_pat
     assert again.encoded == 0 and not decodes
 
 
+def test_report_counts_the_encodings_still_to_do(corpus, tmp_path):  # noqa: F811
+    cache = tmp_path / "cache"
+    build_gallery(corpus, TinyEncoder(), cache, **OPTIONS)  # one encoder warm: 0 to do for it
+    heard: list[tuple[int, int]] = []
+    build_galleries(
+        corpus, [TinyEncoder(), OtherEncoder()], cache, report=lambda *a: heard.append(a), **OPTIONS
+    )
+    # Every file of the cold encoder (undecodable ones are stored too; a missing one is not).
+    cold = sum(r.path.exists() for r in corpus)
+    assert heard and all(total == cold for _, total in heard)
+    done = [d for d, _ in heard]
+    assert done == sorted(done) and done[-1] == cold and done[0] > 0
+
+
 def test_encoders_of_different_frame_sizes_decode_in_their_own_passes(corpus, tmp_path):  # noqa: F811
     encoders = [TinyEncoder(), OtherEncoder("big-v1", image_size=48)]
     shared = build_galleries(corpus, encoders, tmp_path / "one", **OPTIONS)

@@ -127,9 +127,18 @@ def build_pair(
     encoders = [("base", base_encoder)] + ([("EMCL", emcl_encoder)] if emcl_encoder else [])
     names = " and ".join(name for name, _ in encoders)
     progress(0.05, f"indexing the gallery with the {names} models (cached after the first run)")
+
     # One decode of each clip feeds every model that lacks it in the cache.
+    def indexed(done: int, total: int) -> None:
+        share = done / max(total, 1)
+        progress(0.05 + 0.9 * share, f"indexing: {done:,} of {total:,} clip encodings")
+
     galleries = build_galleries(
-        records, [encoder for _, encoder in encoders], setup.features_dir, progress=bars
+        records,
+        [encoder for _, encoder in encoders],
+        setup.features_dir,
+        progress=bars,
+        report=None if bars else indexed,  # start-up: the terminal's bars; a switch: its line
     )
     progress(0.95, "galleries ready")
     return ModelPair(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -174,13 +174,15 @@ def build_galleries(
     limits: Limits = BULK_LIMITS,
     windows: WindowSpec | None = DEFAULT_WINDOWS,
     progress: bool = True,
+    report: Callable[[int, int], None] | None = None,
 ) -> list[Gallery]:
     """:func:`build_gallery` for each of ``encoders`` over the same ``records``, decoding each
     video once for every encoder that has no valid cache entry of it (the app's base and EMCL
     models index the same clips: half the decoding of two builds). Each encoder keeps its own
     cache folder, shards and report, as :func:`build_gallery` writes them. ``num_frames=None``
     and ``size=None``: each encoder's own ``num_frames`` (12 if it has none) and
-    ``image_size``; encoders that differ in either decode in separate passes."""
+    ``image_size``; encoders that differ in either decode in separate passes. ``report``
+    hears (videos done, videos to do) of each decoding pass."""
     records = list(records)
     plans = []
     for encoder in encoders:
@@ -189,7 +191,7 @@ def build_galleries(
             num_frames=frames, size=default_size(encoder) if size is None else size,
             backend=backend, windows=windows, batch_size=batch_size, workers=workers,
             timeout=timeout, limits=limits, progress=progress,
-            precision=encoder_precision(encoder),
+            precision=encoder_precision(encoder), report=report,
         )  # fmt: skip
         shared = plans[0].stats if plans else None
         plans.append(_plan(records, encoder, Path(cache_dir), options, stats=shared))

@@ -71,7 +71,7 @@ def extract_videos(
 ) -> None:
     """Decode and encode ``todo`` into shards in ``folder``; each stored entry (failures
     included) goes into ``cached`` by video id."""
-    bar = tqdm(total=len(todo), desc="indexing videos", unit="video", disable=not options.progress)
+    bar = _Bar(len(todo), options)
     try:
         _Extractor(encoder, folder, options, stats, cached, bar).run(todo)
     finally:
@@ -87,7 +87,7 @@ def extract_shared(
     be those of ``options`` (frames, size, backend, windows, limits, timeout; a long video's
     1 frame/s timeline is still decoded once per job that needs it)."""
     total = sum(len(job.todo) for job in jobs)
-    bar = tqdm(total=total, desc="indexing videos", unit="video", disable=not options.progress)
+    bar = _Bar(total, options)
     extractors = [
         (_Extractor(j.encoder, j.folder, j.options, j.stats, j.cached, bar), j.todo) for j in jobs
     ]
@@ -107,6 +107,24 @@ def extract_shared(
                 extractor.flush()
     finally:
         bar.close()
+
+
+class _Bar:
+    """The terminal's progress bar and the caller's ``report``, advanced together."""
+
+    def __init__(self, total: int, options: ExtractOptions) -> None:
+        self.total, self.done, self.report = total, 0, options.report
+        self.bar = tqdm(total=total, desc="indexing videos", unit="video",
+                        disable=not options.progress)  # fmt: skip
+
+    def update(self, n: int) -> None:
+        self.bar.update(n)
+        self.done += n
+        if self.report is not None:
+            self.report(self.done, self.total)
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 @dataclass(frozen=True)
@@ -139,7 +157,7 @@ class _Extractor:
         options: ExtractOptions,
         stats: dict[str, FileStat | None],
         cached: dict[str, CachedVideo],
-        bar: tqdm,
+        bar: _Bar,
     ) -> None:
         self.encoder, self.folder, self.options = encoder, folder, options
         self.stats, self.cached, self.bar = stats, cached, bar

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +38,9 @@ class ExtractOptions:
     limits: Limits = BULK_LIMITS
     progress: bool = True
     part: str | None = None  # one process's share of a sharded extraction (its shards' name tag)
+    # Told (videos done, videos to do) as extraction advances: the app's status lines. Not
+    # part of the cache key.
+    report: Callable[[int, int], None] | None = None
 
     def __post_init__(self) -> None:
         check_precision(self.precision)
