@@ -146,3 +146,24 @@ def test_a_study_of_another_recipe_is_not_set_beside(inputs, monkeypatch):
     assert result.rows[0].study_base is None and result.tests == {}
     assert "two or more seeds" in result.test_note
     assert not any("study" in row[0] for row in result.table())
+
+
+def test_the_studies_offered_are_the_study_tabs(tmp_path):
+    from types import SimpleNamespace
+
+    from emcl.explorer.checkpoints import ModelSources
+    from emcl.explorer.pair_eval import studies
+    from emcl.study.view import find_studies
+
+    shipped = tmp_path / "study.json"
+    shipped.write_text("{}")
+    given = tmp_path / "given" / "run-a"
+    given.mkdir(parents=True)
+    (given / "study.json").write_text("{}")
+    (tmp_path / "given" / ".hidden").mkdir()
+    (tmp_path / "given" / ".hidden" / "study.json").write_text("{}")
+    folders = (tmp_path / "given", tmp_path / "absent")
+    sources = ModelSources(study=shipped, study_folders=folders)
+    offered = studies(SimpleNamespace(models=sources))
+    assert list(offered.values()) == [shipped, given / "study.json"]
+    assert list(offered.values()) == find_studies(folders, default=shipped)  # the Study tab's

@@ -56,8 +56,7 @@ def lab_from(setup: Setup, serving: Serving) -> Lab:
             device=setup.device,
         )
         jobs = TrainJobs(settings)
-    folders = (paths.REPO_ROOT / "runs", setup.runs_dir, *setup.study_dirs)
-    return Lab(study_folders=folders, jobs=jobs)
+    return Lab(study_folders=setup.study_folders, jobs=jobs)
 
 
 def build_demo(

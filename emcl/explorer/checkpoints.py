@@ -51,7 +51,8 @@ class ModelSources:
     data: Path | None = None  # the app's data: pair evaluations use its test split
     features_dir: Path | None = None  # the gallery feature cache evaluations share
     device: str = "auto"
-    study: Path = paths.CHECKPOINTS / "study.json"
+    study: Path = paths.CHECKPOINTS / "study.json"  # the study offered first
+    study_folders: tuple[Path, ...] = ()  # where more studies are found (the Study tab's)
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ from emcl.explorer.switching import catalog, shown, sources
 from emcl.model.checkpoint import read_config
 from emcl.study.run import DIRECTIONS, METRICS
 from emcl.study.stats import paired_t_test
+from emcl.study.view import find_studies
 
 Metrics = dict[str, dict[str, float]]  # direction -> metric -> value
 # A paired t-test's (t, p) per direction and metric.
@@ -114,13 +115,10 @@ def _minus(a: Metrics, b: Metrics) -> Metrics:
 # Studies
 # --------------------------------------------------------------------------------------------
 def studies(ctx: ServiceContext) -> dict[str, Path]:
-    """The studies a run may be set beside, by name: the shipped one and any ``study.json``
-    one level down the command line's runs folder."""
+    """The studies a run may be set beside, by name: the ones the Study tab offers (the
+    shipped one first, then those found under the study folders)."""
     settings = sources(ctx)
-    found = [settings.study]
-    if settings.repo_runs is not None and settings.repo_runs.is_dir():
-        found += sorted(settings.repo_runs.glob("*/study.json"))
-    return {shown(p): p for p in found if p.is_file()}
+    return {shown(p): p for p in find_studies(settings.study_folders, default=settings.study)}
 
 
 def study_names(ctx: ServiceContext) -> list[str]:

@@ -64,6 +64,12 @@ class Setup:
         return paths.runs_dir(self.cache_dir)
 
     @property
+    def study_folders(self) -> tuple[Path, ...]:
+        """Where studies are found beside checkpoints/study.json: the command line's runs,
+        the page's runs and each --study folder."""
+        return (paths.REPO_ROOT / "runs", self.runs_dir, *self.study_dirs)
+
+    @property
     def uploads_dir(self) -> Path:
         return paths.uploads_dir(self.cache_dir)
 
@@ -163,6 +169,7 @@ def model_sources(setup: Setup) -> ModelSources:
     return ModelSources(
         runs_dir=setup.runs_dir,
         repo_runs=paths.REPO_ROOT / "runs",
+        study_folders=setup.study_folders,
         folders=tuple(Path(f) for f in setup.checkpoint_dirs),
         base=setup.base_checkpoint,
         emcl=setup.checkpoint,
