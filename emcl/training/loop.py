@@ -13,10 +13,12 @@ state for ``--resume``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -184,6 +186,26 @@ def _explain(error: NonFiniteLoss, total: int, cfg: TrainConfig, model: EMCLRetr
     )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """A run's steps: per epoch, in all, and how often it validates and logs. Written as the
+    "plan" of each (re)start's first log.jsonl record, for a reader's progress and ETA (the
+    Train tab, emcl/training/job_progress.py)."""
+
+    total_steps: int
+    steps_per_epoch: int
+    val_every: int
+    log_every: int
+
+
+def schedule(train_split: Split, cfg: TrainConfig) -> Schedule:
+    steps_per_epoch = len(epoch_plan(train_split, 0, cfg))
+    total = cfg.epochs * steps_per_epoch
+    if cfg.max_steps is not None:
+        total = min(total, cfg.max_steps)
+    return Schedule(total, steps_per_epoch, cfg.val_every or steps_per_epoch, cfg.log_every)
+
+
 def train(
     cfg: TrainConfig,
     out: str | os.PathLike,
@@ -213,11 +235,10 @@ def train(
     train_split, val_split = _load_splits(model, cfg, d, cache_dir, show)
     t_data = time.perf_counter() - t_start
 
-    steps_per_epoch = len(epoch_plan(train_split, 0, cfg))
-    total = cfg.epochs * steps_per_epoch
-    if cfg.max_steps is not None:
-        total = min(total, cfg.max_steps)
-    val_every = cfg.val_every or steps_per_epoch
+    planned = schedule(train_split, cfg)
+    total, steps_per_epoch, val_every = (
+        planned.total_steps, planned.steps_per_epoch, planned.val_every
+    )  # fmt: skip
 
     wrapped: torch.nn.Module = model
     if d.world > 1:
@@ -244,11 +265,7 @@ def train(
             with open(log_path, "a") as handle:
                 handle.write(json.dumps(record) + "\n")
 
-    # First record of each (re)start: what a reader needs for progress and an ETA (the Train
-    # tab, emcl/training/job_progress.py); the "loss" and "val" records that follow are as before.
-    planned = {"total_steps": total, "steps_per_epoch": steps_per_epoch, "val_every": val_every,
-               "log_every": cfg.log_every}  # fmt: skip
-    log({"step": state["step"], "time": time.time(), "plan": planned})
+    log({"step": state["step"], "time": time.time(), "plan": dataclasses.asdict(planned)})
 
     def checkpoint_and_validate(step: int) -> None:
         stepper.check()  # never a checkpoint of the weights after a non-finite step
