@@ -1,6 +1,7 @@
 """``python -m emcl <command> [options]``: the project's commands in one entry point.
 
     python -m emcl train --preset demo-pretrain --out runs/demo-pretrain
+    python -m emcl train --preset demo-pretrain-video --out runs/demo-pretrain-video
     python -m emcl study --seeds 5
     python -m emcl evaluate --preset demo --json runs/eval-demo.json
     python -m emcl index query INDEX "a man is cooking"

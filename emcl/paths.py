@@ -16,7 +16,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINTS = REPO_ROOT / "checkpoints"
 DEMO_BASE_CHECKPOINT = CHECKPOINTS / "demo-base"
 DEMO_EMCL_CHECKPOINT = CHECKPOINTS / "demo-emcl"
-DEMO_PRETRAINED_CHECKPOINT = CHECKPOINTS / "demo-pretrain"  # the backbone the fine-tunes start from
+DEMO_PRETRAINED_CHECKPOINT = CHECKPOINTS / "demo-pretrain-video"  # where the fine-tunes start
 CACHE_ENV = "EMCL_CACHE_DIR"
 
 

@@ -18,7 +18,14 @@ from emcl.model.checkpoint import CheckpointError, save_checkpoint
 from emcl.model.config import DEMO_BACKBONE, EMCLConfig, ModelConfig
 from emcl.model.model import EMCLRetrievalModel
 from emcl.study.report import markdown
-from emcl.study.run import ROWS, StudyConfig, StudyError, aggregate, run_study
+from emcl.study.run import (
+    ROWS,
+    StudyConfig,
+    StudyError,
+    aggregate,
+    check_recipe,
+    run_study,
+)
 from emcl.study.stats import (
     mean_std,
     paired_t_test,
@@ -161,6 +168,28 @@ def test_missing_pretrained_backbone_names_the_command(tmp_path, capsys):
     assert not (tmp_path / "study").exists()  # refused before doing anything
 
 
+def test_a_study_folder_refuses_runs_of_another_recipe(tmp_path):
+    backbones = {}
+    for name, digest in (("a", "1" * 64), ("b", "2" * 64), ("a-moved", "1" * 64)):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps({"weights_sha256": digest}))
+        backbones[name] = str(folder)
+    out = str(tmp_path / "study")
+    os.makedirs(out)
+    check_recipe(StudyConfig(seeds=(0, 1), out=out, pretrained=backbones["a"]))
+    check_recipe(StudyConfig(seeds=(0, 1, 2), out=out, pretrained=backbones["a-moved"]))  # same
+    with pytest.raises(StudyError, match="backbone_sha256"):
+        check_recipe(StudyConfig(seeds=(0, 1), out=out, pretrained=backbones["b"]))
+    with pytest.raises(StudyError, match="max_steps"):
+        check_recipe(StudyConfig(seeds=(0, 1), out=out, pretrained=backbones["a"],
+                                 overrides={"max_steps": 2}))  # fmt: skip
+    old = tmp_path / "old"
+    (old / "s0-base").mkdir(parents=True)  # runs from before recipes were recorded
+    with pytest.raises(StudyError, match="recipe is unknown"):
+        check_recipe(StudyConfig(seeds=(0, 1), out=str(old), pretrained=backbones["a"]))
+
+
 # ---- the backbone hand-over ---------------------------------------------------------------------
 TINY_VIDEO = ModelConfig(backbone=DEMO_BACKBONE, num_frames=4, max_words=16, temporal_layers=1,
                          emcl=EMCLConfig(k=8))  # fmt: skip
@@ -190,6 +219,30 @@ def test_init_backbone_copies_clip_and_restarts_the_temporal_transformer(tmp_pat
     other = dataclasses.replace(TINY_VIDEO, backbone="RN50")
     with pytest.raises(CheckpointError, match="backbone"):
         init_backbone(EMCLRetrievalModel(dataclasses.replace(other, temporal="meanP")), path)
+
+
+def test_init_backbone_keeps_a_video_pretrained_temporal_transformer(tmp_path):
+    torch.manual_seed(3)
+    video_base = EMCLRetrievalModel(dataclasses.replace(TINY_VIDEO, emcl=None))
+    with torch.no_grad():
+        for p in video_base.parameters():
+            p.add_(0.02)
+    path = save_checkpoint(video_base, tmp_path / "video", storage="float32")
+    torch.manual_seed(4)
+    model = EMCLRetrievalModel(TINY_VIDEO)  # the same temporal module, with an EMCL layer
+    init_backbone(model, path)
+    theirs = video_base.state_dict()
+    copied = [k for k in model.state_dict() if k.startswith(("clip.", "temporal."))]
+    assert any(k.startswith("temporal.") for k in copied)
+    for key in copied:
+        assert torch.equal(model.state_dict()[key], theirs[key]), key
+    deeper = EMCLRetrievalModel(dataclasses.replace(TINY_VIDEO, temporal_layers=2))
+    init_backbone(deeper, path)  # another temporal module: CLIP copied, temporal from text
+    block = deeper.temporal.transformer.resblocks[0]
+    text_block = deeper.clip.transformer.resblocks[0]
+    for (key, a), (_, b) in zip(block.state_dict().items(), text_block.state_dict().items(),
+                                strict=True):  # fmt: skip
+        assert torch.equal(a, b), key
 
 
 # ---- end to end (slow): pretrain, two seeds, resume ------------------------------------------

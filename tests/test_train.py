@@ -79,6 +79,35 @@ def test_schedule_and_epoch_plan(tiny_world):
     assert not np.array_equal(plan, epoch_plan(split, 1, cfg))
 
 
+def test_twins_plan_keeps_each_pair_side_by_side_and_every_video_once(tiny_world):
+    model = EMCLRetrievalModel(TINY_MODEL)
+    split = load_split(model, tiny_world, "train", None, progress=False)
+    n = len(split.video_ids) // 2 * 2
+    split = dataclasses.replace(
+        split, video_ids=split.video_ids[:n], frames=split.frames[:n],
+        caption_owner=split.caption_owner[split.caption_owner < n],
+    )  # fmt: skip
+    cfg = dataclasses.replace(tiny_config(tiny_world), pairs="twins")
+    plan = epoch_plan(split, 0, cfg)
+    videos = split.caption_owner[plan]  # [steps, batch]
+    assert plan.shape == (n // 4, 4)
+    assert len(set(videos.ravel().tolist())) == videos.size
+    pairs = videos.reshape(-1, 2)
+    assert np.all(pairs[:, 0] % 2 == 0) and np.array_equal(pairs[:, 1], pairs[:, 0] + 1)
+    assert np.array_equal(plan, epoch_plan(split, 0, cfg))
+    with pytest.raises(ValueError, match="even"):
+        epoch_plan(split, 0, dataclasses.replace(cfg, batch_size=3))
+
+
+def test_clip_corpus_needs_even_twins():
+    from emcl.training.presets import PRESETS
+    from emcl.training.pretrain import corpus_splits
+
+    model = EMCLRetrievalModel(TINY_MODEL)
+    with pytest.raises(ValueError, match="twins"):
+        corpus_splits(model, dataclasses.replace(PRESETS["demo-pretrain-video"], corpus=5))
+
+
 def test_step_loss_is_the_symmetric_infonce_of_the_logits_it_returns():
     torch.manual_seed(0)
     model = EMCLRetrievalModel(TINY_MODEL).train()
@@ -323,7 +352,7 @@ def test_python_m_emcl_train_help_exits_0_with_the_train_options():
     done = run_module("emcl", "train", "--help")
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("usage: python -m emcl train")
-    assert "--preset {demo,demo-pretrain,demo-v2,msrvtt}" in done.stdout
+    assert "--preset {demo,demo-pretrain,demo-pretrain-video,demo-v2,msrvtt}" in done.stdout
     assert "--resume" in done.stdout and "--init-from" in done.stdout
 
 

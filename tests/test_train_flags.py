@@ -72,3 +72,27 @@ def test_a_train_tab_request_becomes_the_same_layer_on_the_command_line():
     assert (cfg.seed, cfg.epochs, cfg.max_steps, cfg.init_from) == (3, 2, 7, "/ckpt")
     base = config(*TrainRequest(init_from="/ckpt", emcl=False).train_flags())
     assert base.model.emcl is None and base.max_steps is None
+
+
+def test_a_corrupt_or_foreign_init_from_is_refused_with_its_reason(tmp_path, capsys):
+    from emcl.model.checkpoint import save_checkpoint
+    from emcl.model.config import DEMO_BACKBONE, ModelConfig
+    from emcl.model.model import EMCLRetrievalModel
+
+    frame_model = ModelConfig(backbone=DEMO_BACKBONE, num_frames=1, temporal="meanP", emcl=None)
+    good = save_checkpoint(EMCLRetrievalModel(frame_model), tmp_path / "good", storage="float16")
+    weights = good / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-8:] = b"\x00" * 8  # a flipped tail: the recorded hash no longer matches
+    weights.write_bytes(bytes(data))
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "model.pt").write_bytes(b"\x80\x04not a checkpoint")
+    for folder, reason in ((good, "sha-256"), (foreign, "config.json|pickle")):
+        out = tmp_path / f"run-{folder.name}"
+        code = main(["--preset", "demo-v2", "--init-from", str(folder), "--out", str(out),
+                     "--device", "cpu", "--quiet"])  # fmt: skip
+        err = capsys.readouterr().err
+        assert code == 2 and str(folder) in err, err
+        assert any(word in err.lower() for word in reason.split("|")), err
+        assert not (out / "best").exists()

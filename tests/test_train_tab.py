@@ -108,7 +108,7 @@ def test_the_weight_choices_offer_the_backbone_first_and_say_when_it_is_missing(
     jobs = FakeJobs(Settings(pretrained=str(tmp_path / "pre")))
     choices = train_tab.weight_choices(jobs, lambda: [("demo-emcl", "/ck/emcl")])
     assert choices[0] == (
-        "pretrained backbone (checkpoints/demo-pretrain): not made yet",
+        "video-pretrained backbone (pre): not made yet",
         str(tmp_path / "pre"),
     )
     assert choices[1:] == [("demo-emcl", "/ck/emcl")]

@@ -13,7 +13,14 @@ import pytest
 from emcl.data.datasets import read_msrvtt
 from emcl.data.world import LEXICON, build_world, caption_words, ensure_world, world_is_complete
 from emcl.data.world import v2 as w
-from emcl.data.world.pretrain import PRETRAIN_STREAM, pretrain_pairs
+from emcl.data.world.pretrain import (
+    CLIP_STREAM,
+    PRETRAIN_STREAM,
+    pretrain_clip,
+    pretrain_clip_chunks,
+    pretrain_pairs,
+    twin_spec,
+)
 from emcl.video.decoder import load_frames
 from emcl.video.sampling import uniform_indices
 
@@ -159,6 +166,49 @@ def test_pretraining_pairs_name_what_the_frame_shows_and_are_not_world_clips():
         assert world_spec.events != spec.events  # its own RNG stream
     again, phrases_again = pretrain_pairs(0, 40, workers=2)
     assert np.array_equal(frames, again) and phrases == phrases_again
+
+
+def _clip_spec(index: int):
+    pair = index // 2
+    spec = w.make_spec(0, pair, f"pretrainclip{pair}", "pretrain", stream=CLIP_STREAM)
+    twin, which = twin_spec(spec, np.random.default_rng([0, pair, w.VERSION, CLIP_STREAM, 5]))
+    return (twin if index % 2 else spec), which
+
+
+def test_motion_twins_differ_in_one_event_motion_and_their_captions_name_it():
+    named_changed = 0
+    for pair in range(30):
+        (a, which), (b, _) = _clip_spec(2 * pair), _clip_spec(2 * pair + 1)
+        diffs = [i for i, (x, y) in enumerate(zip(a.events, b.events, strict=True)) if x != y]
+        assert diffs == [which]
+        x, y = a.events[which], b.events[which]
+        assert x.motion != y.motion
+        assert (x.color, x.shape, x.size, x.count, x.start, x.end) == (
+            y.color, y.shape, y.size, y.count, y.start, y.end)  # fmt: skip
+        assert not (y.motion == "spin" and y.shape == "circle")
+        assert {"grow": "small", "shrink": "large"}.get(y.motion, y.size) == y.size
+        assert a.distractors == b.distractors and a.camera == b.camera  # same scene otherwise
+        for index, spec in ((2 * pair, a), (2 * pair + 1, b)):
+            frames, caption = pretrain_clip(0, index, 6)
+            assert frames.shape == (6, 128, 128, 3) and frames.dtype == np.uint8
+            motion = spec.events[which].motion
+            words = {LEXICON.get(word) for word in caption_words(caption)}
+            named_changed += f"motion:{motion}" in words
+    assert named_changed == 60  # every caption names the changed event's motion
+
+
+def test_clip_corpus_chunks_are_the_clips_in_order_whatever_the_workers():
+    chunks = list(pretrain_clip_chunks(0, 4, 11, num_frames=3, workers=1, chunk=4))
+    assert [first for first, _, _ in chunks] == [4, 8]
+    frames = np.concatenate([c[1] for c in chunks])
+    captions = [t for c in chunks for t in c[2]]
+    for i in range(4, 11):
+        alone, caption = pretrain_clip(0, i, 3)
+        assert np.array_equal(frames[i - 4], alone) and captions[i - 4] == caption
+    again = list(pretrain_clip_chunks(0, 4, 11, num_frames=3, workers=2, chunk=4))
+    assert np.array_equal(np.concatenate([c[1] for c in again]), frames)
+    world_spec = w.make_spec(0, 2, "video2", "test")
+    assert world_spec.events != _clip_spec(4)[0].events  # its own RNG stream
 
 
 def test_a_test_only_world_renders_a_quarter_and_grows_into_the_full_one(world, tmp_path):

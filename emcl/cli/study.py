@@ -1,9 +1,10 @@
 """Run the five-seed study: ``python -m emcl study --seeds 5 [--device cuda --jobs 10]``.
 
-Needs the pretrained backbone (``python -m emcl train --preset demo-pretrain --out
-runs/demo-pretrain``). Builds world v2 if missing, fine-tunes a base and an EMCL model per seed,
-evaluates them, writes ``study.json`` and regenerates the report from it (emcl/study/). Killed
-mid-way, the same command resumes without redoing finished fine-tunes or evaluations.
+Needs the video-pretrained backbone (``python -m emcl train --preset demo-pretrain``, then
+``--preset demo-pretrain-video``, each with ``--out runs/<preset>``). Builds world v2 if
+missing, fine-tunes a base and an EMCL model per seed, evaluates them, writes ``study.json`` and
+regenerates the report from it (emcl/study/). Killed mid-way, the same command resumes without
+redoing finished fine-tunes or evaluations.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m emcl study", description=__doc__.split("\n")[0])
     p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (at least 2)")
     p.add_argument("--out", default="runs/study", help="run folder (resumable)")
-    p.add_argument("--pretrained", help="pretrained backbone (default: runs/demo-pretrain/best)")
+    p.add_argument("--pretrained", help="pretrained backbone (default: "
+                   "runs/demo-pretrain-video/best)")  # fmt: skip
     p.add_argument("--world", help="world v2 folder (default: <cache root>/demo_world_v2)")
     p.add_argument("--world-size", type=int, nargs=3, default=StudyConfig.world_size,
                    metavar=("TRAIN", "TEST", "SEED"))  # fmt: skip

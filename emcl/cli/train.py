@@ -3,7 +3,9 @@
     python -m emcl train --preset demo --out runs/demo-emcl --export checkpoints/demo-emcl
     python -m emcl train --preset demo --no-emcl --out runs/demo-base --export checkpoints/demo-base
     python -m emcl train --preset demo-pretrain --out runs/demo-pretrain
-    python -m emcl train --preset demo-v2 --init-from runs/demo-pretrain/best --out runs/v2-emcl
+    python -m emcl train --preset demo-pretrain-video --out runs/demo-pretrain-video
+    python -m emcl train --preset demo-v2 --init-from runs/demo-pretrain-video/best \\
+        --out runs/v2-emcl
     torchrun --nproc_per_node=2 -m emcl train --preset msrvtt --data /data/msrvtt \\
         --pretrained /weights/vit-b-32-openai.safetensors
 
@@ -97,8 +99,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--lr-new", type=float)
     p.add_argument("--lr-backbone", type=float)
     p.add_argument("--init-from", help="pretrained checkpoint whose CLIP weights start the model "
-                   "(demo-v2 default: runs/demo-pretrain/best; '' = none)")  # fmt: skip
-    p.add_argument("--corpus", type=int, help="pretraining pairs (demo-pretrain)")
+                   "(demo-v2 default: runs/demo-pretrain-video/best; '' = none)")  # fmt: skip
+    p.add_argument("--corpus", type=int, help="pretraining items (demo-pretrain: frames, "
+                   "demo-pretrain-video: clips)")  # fmt: skip
     p.add_argument("--val-videos", type=int, help="validate on at most this many clips")
     emcl = p.add_argument_group(
         "the EMCL layer's training knobs (docs/knobs.md; default: the preset's)"

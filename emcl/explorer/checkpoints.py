@@ -2,7 +2,7 @@
 with the reason (no Gradio here).
 
 Where it looks (:class:`ModelSources`): the shipped folder ``checkpoints/`` (demo-base,
-demo-emcl, demo-pretrain when present), the runs trained from the page
+demo-emcl, demo-pretrain-video when present), the runs trained from the page
 (``<cache root>/runs/<run>/export``), the command line's runs (``<repo>/runs/**/export`` and
 ``runs/*/best``) and the folders given at start (``--checkpoint-dir``). A run folder whose
 ``export`` is not complete (weights, config and summary) is still training, not a checkpoint.
@@ -143,9 +143,10 @@ def world_words(world: dict[str, Any]) -> str:
 
 def backbone_name(model: dict[str, Any], init_from: object) -> str:
     """The architecture and where its weights started: ``emcl-demo-tiny seqTransf×2 from
-    demo-pretrain``. The pretraining run is named by its folder (``runs/demo-pretrain/best``,
-    an exported copy ``checkpoints/demo-pretrain`` and the same run on another machine
-    compare equal), since the records keep the path, not the weights' hash."""
+    demo-pretrain-video``. The pretraining run is named by its folder
+    (``runs/demo-pretrain-video/best``, an exported copy ``checkpoints/demo-pretrain-video`` and
+    the same run on another machine compare equal), since the records keep the path, not the
+    weights' hash."""
     arch = f"{model.get('backbone')} {model.get('temporal')}×{model.get('temporal_layers')}"
     if init_from:
         parts = [p for p in Path(str(init_from)).parts if p not in ("best", "export", "last")]

@@ -301,7 +301,7 @@ def _study(
     if app_world != theirs.world:
         return None, f"not beside {shown(path)}: the app's world ({app_world}) is not the study's"
     # The records name the backbone by its folder, not its weights: a backbone pretrained again
-    # (the shipped checkpoints/demo-pretrain was re-made after the study) matches by name.
+    # (an exported fp16 copy, or a backbone made again) matches by name.
     return study, (
         f"beside {shown(path)} (seeds {study.get('seeds')}), same recipe by name (preset, world, "
         "backbone folder; a backbone pretrained again matches too, so the differences may "

@@ -42,7 +42,7 @@ from emcl.paths import DEMO_WORLDS, REPO_ROOT
 from emcl.study.errors import top1_errors, world_truth
 from emcl.study.stats import mean_std, paired_t_test
 from emcl.training.presets import PRESETS, TrainConfig
-from emcl.training.pretrain import PRETRAIN_COMMAND
+from emcl.training.pretrain import make_command
 
 METRICS = ("R1", "R5", "R10", "MdR", "MnR")
 DIRECTIONS = ("t2v", "v2t")
@@ -100,6 +100,52 @@ class StudyConfig:
 
     def run_dir(self, seed: int, kind: str) -> Path:
         return Path(self.out) / f"s{seed}-{kind}"
+
+
+# --------------------------------------------------------------------------------------------
+# The recipe: what every run of one study folder shares
+# --------------------------------------------------------------------------------------------
+RECIPE = "recipe.json"
+
+
+def recipe(cfg: StudyConfig) -> dict[str, Any]:
+    """What makes the study's runs comparable: the preset's training config (seed and kind
+    aside), the backbone (by its weights' hash, so a moved folder still matches and a re-made
+    one does not), the world and the overrides."""
+    backbone = Path(cfg.backbone())
+    config = backbone / "config.json"
+    digest = json.loads(config.read_text()).get("weights_sha256") if config.is_file() else None
+    train = cfg.train_config(cfg.seeds[0], "emcl").to_dict()
+    for varying in ("seed", "init_from", "data"):
+        train.pop(varying)
+    return {"train": train, "backbone_sha256": digest, "world_size": list(cfg.world_size),
+            "overrides": cfg.overrides}  # fmt: skip
+
+
+def _differences(mine: Any, theirs: Any, path: str = "") -> list[str]:
+    if isinstance(mine, dict) and isinstance(theirs, dict):
+        keys = sorted(set(mine) | set(theirs))
+        return [d for k in keys for d in _differences(mine.get(k), theirs.get(k), f"{path}.{k}")]
+    return [] if mine == theirs else [f"{path.lstrip('.')}: {theirs!r} there, {mine!r} here"]
+
+
+def check_recipe(cfg: StudyConfig) -> None:
+    """Record the recipe in a new study folder; refuse to resume one made with another (its
+    runs would be mixed with these in one t-test)."""
+    path = Path(cfg.out) / RECIPE
+    mine = json.loads(json.dumps(recipe(cfg)))  # as it reads back from JSON
+    if not path.is_file():
+        started = [p.name for p in Path(cfg.out).glob("s*-*") if p.is_dir()]
+        if started:
+            raise StudyError(f"{cfg.out} holds runs ({', '.join(sorted(started))}) but no "
+                             f"{RECIPE}: their recipe is unknown, so they cannot be mixed with "
+                             "this study's; use another --out")  # fmt: skip
+        atomic_write_json(path, mine, indent=1)
+        return
+    differences = _differences(mine, json.loads(path.read_text()))
+    if differences:
+        raise StudyError(f"{cfg.out} was started with another recipe ({'; '.join(differences[:4])}"
+                         "); its runs cannot be mixed with these: use another --out")  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------
@@ -298,9 +344,10 @@ def run_study(cfg: StudyConfig, say: Callable[[str], None] = print) -> dict[str,
     backbone = Path(cfg.backbone())
     if not backbone.exists():
         raise StudyError(f"no pretrained backbone at {backbone}: make it first with "
-                         f"`{PRETRAIN_COMMAND}` (or pass --pretrained PATH)")  # fmt: skip
+                         f"`{make_command(backbone)}` (or pass --pretrained PATH)")  # fmt: skip
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    check_recipe(cfg)
     n_train, n_test, world_seed = cfg.world_size
     say(f"world v2 ({n_train} + {n_test} clips, seed {world_seed}) in {cfg.world()}")
     t = time.perf_counter()
@@ -364,7 +411,9 @@ __all__ = [
     "StudyConfig",
     "StudyError",
     "aggregate",
+    "check_recipe",
     "evaluate_seed",
     "fine_tune_all",
+    "recipe",
     "run_study",
 ]

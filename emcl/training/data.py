@@ -71,11 +71,21 @@ def load_split(
 def epoch_plan(split: Split, epoch: int, cfg: TrainConfig) -> np.ndarray:
     """Caption rows ``[steps, batch]`` for one epoch, the same on every rank (seed + epoch).
 
-    ``pairs="video"``: every video once with a random caption; ``"all"``: every caption once.
-    The last incomplete batch is dropped so the global batch never changes size.
+    ``pairs="video"``: every video once with a random caption; ``"all"``: every caption once;
+    ``"twins"``: as "video", with videos ``2p`` and ``2p + 1`` side by side in one batch (the
+    clip corpus's motion twins, emcl/data/world/pretrain.py). The last incomplete batch is
+    dropped so the global batch never changes size.
     """
     rng = np.random.default_rng([cfg.seed, epoch])
-    if cfg.pairs == "video":
+    if cfg.pairs == "twins":
+        n_videos = len(split.video_ids)
+        if n_videos % 2 or cfg.batch_size % 2:
+            raise ValueError("pairs='twins' needs an even number of videos and an even batch")
+        counts = np.bincount(split.caption_owner, minlength=n_videos)
+        rows = split.first_caption + (rng.random(n_videos) * counts).astype(int)
+        order = (2 * rng.permutation(n_videos // 2))[:, None] + np.arange(2)  # [pairs, 2]
+        rows = rows[order.reshape(-1)]
+    elif cfg.pairs == "video":
         n_videos = len(split.video_ids)
         counts = np.bincount(split.caption_owner, minlength=n_videos)
         pick = (rng.random(n_videos) * counts).astype(int)
@@ -84,7 +94,7 @@ def epoch_plan(split: Split, epoch: int, cfg: TrainConfig) -> np.ndarray:
     elif cfg.pairs == "all":
         rows = rng.permutation(len(split.caption_owner))
     else:
-        raise ValueError(f"pairs must be 'video' or 'all', got {cfg.pairs!r}")
+        raise ValueError(f"pairs must be 'video', 'all' or 'twins', got {cfg.pairs!r}")
     steps = len(rows) // cfg.batch_size
     if steps == 0:
         raise ValueError(f"batch {cfg.batch_size} is larger than the {len(rows)} training pairs")

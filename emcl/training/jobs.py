@@ -50,13 +50,11 @@ from emcl.training.job_progress import (
     run_progress,
 )
 from emcl.training.presets import PRESETS
+from emcl.training.pretrain import PRETRAIN_COMMAND
 
 JOB, PARTIAL, EXPORT, OUTPUT = "job.json", "export.partial", "export", "train.log"
 PRETRAINED = str(DEMO_PRETRAINED_CHECKPOINT)  # the shipped pretrained backbone
-MAKE_PRETRAINED = (
-    "python -m emcl train --preset demo-pretrain --out runs/demo-pretrain "
-    "--export checkpoints/demo-pretrain"
-)
+MAKE_PRETRAINED = f"{PRETRAIN_COMMAND} --export checkpoints/{DEMO_PRETRAINED_CHECKPOINT.name}"
 # Bytes per parameter of one run, measured on a demo run (tests/test_train_jobs.py): ``best`` and
 # ``last`` in fp32 (4 + 4), AdamW's two moments in ``last`` (8), the fp16 export (2).
 RUN_BYTES_PER_PARAM = 18
@@ -326,7 +324,8 @@ class TrainJobs:
             if os.path.abspath(path) == os.path.abspath(self.settings.pretrained):
                 raise JobRefused(
                     f"the pretrained backbone {path} is not there yet: make it with "
-                    f"`{MAKE_PRETRAINED}` (about a quarter of an hour on 2 CPU cores)"
+                    f"`{MAKE_PRETRAINED}` (48 minutes on 2 CPU cores, from the frame "
+                    "stage's runs/demo-pretrain/best)"
                 )
             raise JobRefused(f"no checkpoint at {path}")
         try:

@@ -23,7 +23,8 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.98)
     eps: float = 1e-6
     grad_clip: float = 1.0
-    pairs: str = "all"  # "all": every (video, caption) pair per epoch; "video": each video once
+    pairs: str = "all"  # "all": every (video, caption) pair per epoch; "video": each video once;
+    # "twins": each video once, motion twins side by side (emcl/training/data.py, epoch_plan)
     val_every: int = 0  # steps between validations (0: once per epoch)
     val_videos: int = 1000  # validate on at most this many val clips (first caption each)
     seed: int = 0
@@ -32,7 +33,8 @@ class TrainConfig:
     preset: str = "custom"
     init_from: str | None = None  # pretrained checkpoint: its CLIP weights start the model
     select: str = "val"  # "val": the best validation's checkpoint; "last": the final step's
-    corpus: int = 0  # > 0: pretrain on this many world-v2 (frame, phrase) pairs, not ``data``
+    corpus: int = 0  # > 0: pretrain on this many world-v2 corpus items, not ``data``: (frame,
+    # phrase) pairs for a one-frame model, (clip, caption) twins for a video model
 
     def __post_init__(self) -> None:
         if self.select not in ("val", "last"):
@@ -94,8 +96,28 @@ PRESETS: dict[str, TrainConfig] = {
         select="last",
         corpus=50_000,
     ),
-    # Fine-tuning on world v2 from the pretrained backbone, with the paper's two learning-rate
-    # groups (new modules high, backbone low); fixed step count (the last step is the model).
+    # Video pretraining of the demo video model (the base, no EMCL layer) from the frame
+    # backbone above: world-v2 clips with motion and order in their captions, in motion twins
+    # kept in one batch (hard negatives), rendered in memory from their own RNG stream
+    # (emcl/data/world/pretrain.py). 48 minutes on 2 CPU cores (docs/benchmarks.md §12).
+    "demo-pretrain-video": TrainConfig(
+        model=dataclasses.replace(DEMO_VIDEO_MODEL, emcl=None),
+        data=str(cache_root() / "demo-pretrain-video"),  # unused: the corpus is rendered in memory
+        batch_size=64,
+        epochs=4,
+        lr_backbone=2e-4,
+        lr_new=1e-3,
+        weight_decay=0.1,
+        pairs="twins",
+        val_every=0,
+        val_videos=1000,
+        select="last",
+        corpus=48_000,
+        init_from=str(REPO_ROOT / "runs" / "demo-pretrain" / "best"),
+    ),
+    # Fine-tuning on world v2 from the video-pretrained backbone, with the paper's two
+    # learning-rate groups (temporal module high, CLIP low); a fixed step count (the last step
+    # is the model).
     # The study (python -m emcl study) runs it per seed with and without EMCL.
     "demo-v2": TrainConfig(
         model=DEMO_VIDEO_MODEL,
@@ -109,7 +131,7 @@ PRESETS: dict[str, TrainConfig] = {
         val_every=0,
         val_videos=300,
         select="last",
-        init_from=str(REPO_ROOT / "runs" / "demo-pretrain" / "best"),
+        init_from=str(REPO_ROOT / "runs" / "demo-pretrain-video" / "best"),
     ),
     # The reference EMCL-Net recipe on MSR-VTT 9k (docs/method.md §2.3): CLIP ViT-B/32 with
     # OpenAI weights, 12 frames, 32 words, batch 128, 5 epochs, lr 1e-4 (new) and 1e-7 (CLIP).

@@ -1,30 +1,45 @@
 """CLIP-like pretraining data and the backbone hand-over to the video models.
 
-The corpus is world v2's pretraining stream (emcl/data/world/pretrain.py, :func:`pretrain_pairs`):
-single frames paired with phrases naming the group the frame shows, drawn from their own RNG
-stream, so no frame of the world's clips is in it. Pairs ``[0, corpus)`` train, the next
-``val_videos`` validate. Each frame is a one-frame "clip", so the training loop, the loss and
-the checkpoint format are the video models' own.
+The corpora are world v2's pretraining streams (emcl/data/world/pretrain.py), drawn from their
+own RNG streams, so no frame of the world's clips is in them. A one-frame model pretrains on
+frames paired with phrases (:func:`pretrain_pairs`); a video model on whole clips with world-v2
+captions, in motion twins (:func:`pretrain_clip_chunks`). Items ``[0, corpus)`` train, the next
+``val_videos`` validate. A frame is a one-frame "clip", so the training loop, the loss and the
+checkpoint format are the video models' own.
 
-:func:`init_backbone` starts a video model from a pretrained checkpoint: its CLIP weights, then
-the CLIP4Clip initialisation of the temporal transformer from that text encoder.
+:func:`init_backbone` starts a video model from a pretrained checkpoint: its CLIP weights, and
+its temporal transformer when the source has the same one (a video-pretrained model), else the
+CLIP4Clip initialisation of the temporal transformer from the loaded text encoder.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from emcl.data.world.pretrain import pretrain_pairs
+from emcl.data.world.pretrain import pretrain_clip_chunks, pretrain_pairs
 from emcl.model.checkpoint import CheckpointError, check_state, load_checkpoint
 from emcl.model.model import EMCLRetrievalModel
 from emcl.training.data import Split
 from emcl.training.presets import TrainConfig
 
-PRETRAIN_COMMAND = "python -m emcl train --preset demo-pretrain --out runs/demo-pretrain"
+# The two pretraining stages, each a command; the fine-tunes start from the second's output.
+FRAME_PRETRAIN_COMMAND = "python -m emcl train --preset demo-pretrain --out runs/demo-pretrain"
+PRETRAIN_COMMAND = (
+    "python -m emcl train --preset demo-pretrain-video --out runs/demo-pretrain-video"
+)
+
+
+def make_command(path: str | os.PathLike) -> str:
+    """What makes the missing backbone at ``path``: the frame stage for its folder (the video
+    stage's starting point), else both stages."""
+    if "demo-pretrain" in Path(path).parts and "demo-pretrain-video" not in Path(path).parts:
+        return FRAME_PRETRAIN_COMMAND
+    return f"{FRAME_PRETRAIN_COMMAND}` then `{PRETRAIN_COMMAND}"
 
 
 def corpus_split(
@@ -46,14 +61,43 @@ def corpus_split(
     )
 
 
+def clip_corpus_split(
+    model: EMCLRetrievalModel, seed: int, start: int, stop: int, workers: int | None = None
+) -> Split:
+    """Clips ``[start, stop)`` of the clip corpus at the model's frame count and resolution
+    (resized chunk by chunk, so the world-size frames never all sit in memory)."""
+    t0 = time.perf_counter()
+    size, num_frames = model.image_size, model.config.num_frames
+    frames = np.empty((stop - start, num_frames, size, size, 3), np.uint8)
+    captions: list[str] = []
+    for first, chunk, texts in pretrain_clip_chunks(seed, start, stop, num_frames, workers):
+        frames[first - start : first - start + len(chunk)] = model.resize_frames(chunk).numpy()
+        captions += texts
+    rows = np.arange(stop - start)
+    return Split(
+        video_ids=[f"pretrainclip{i}" for i in range(start, stop)],
+        frames=frames,
+        token_ids=model.tokenize(captions),
+        caption_owner=rows,
+        first_caption=rows,
+        decode_seconds=time.perf_counter() - t0,
+    )
+
+
 def corpus_splits(model: EMCLRetrievalModel, cfg: TrainConfig) -> tuple[Split, Split]:
-    """(train, val) of the pretraining corpus: the first ``cfg.corpus`` pairs, then the next
-    ``cfg.val_videos``. The corpus seed is the world's (0), not the run's: every run sees the
-    same corpus."""
-    if model.config.num_frames != 1:
-        raise ValueError("pretraining pairs are single frames: the model needs num_frames=1")
+    """(train, val) of the pretraining corpus (frames for a one-frame model, clips otherwise):
+    the first ``cfg.corpus`` items, then the next ``cfg.val_videos``. The corpus seed is the
+    world's (0), not the run's: every run sees the same corpus."""
     stop = cfg.corpus + cfg.val_videos
-    split = corpus_split(model, 0, 0, stop, workers=1 if stop < 2048 else None)
+    workers = 1 if stop < 2048 else None
+    if model.config.num_frames > 1:
+        if cfg.corpus % 2 or cfg.val_videos % 2:
+            raise ValueError("the clip corpus comes in twins: corpus and val_videos must be even")
+        return (
+            clip_corpus_split(model, 0, 0, cfg.corpus, workers),
+            clip_corpus_split(model, 0, cfg.corpus, stop, workers),
+        )
+    split = corpus_split(model, 0, 0, stop, workers=workers)
     train = Split(
         video_ids=split.video_ids[: cfg.corpus],
         frames=split.frames[: cfg.corpus],
@@ -78,7 +122,7 @@ def init_backbone(model: EMCLRetrievalModel, path: str | os.PathLike) -> None:
     key and shape), then re-initialise the temporal transformer from the loaded text encoder."""
     if not os.path.exists(path):
         raise CheckpointError(
-            f"no pretrained checkpoint at {path}: make it with `{PRETRAIN_COMMAND}`"
+            f"no pretrained checkpoint at {path}: make it with `{make_command(path)}`"
         )
     source = load_checkpoint(path)
     if source.config.backbone != model.config.backbone:
@@ -86,14 +130,37 @@ def init_backbone(model: EMCLRetrievalModel, path: str | os.PathLike) -> None:
             f"{path} is a {source.config.backbone} checkpoint; this model's backbone is "
             f"{model.config.backbone}"
         )
-    theirs = {k: v for k, v in source.state_dict().items() if k.startswith("clip.")}
-    mine = {k: v for k, v in model.state_dict().items() if k.startswith("clip.")}
+    prefixes = ("clip.", "temporal.") if same_temporal(source, model) else ("clip.",)
+    theirs = {k: v for k, v in source.state_dict().items() if k.startswith(prefixes)}
+    mine = {k: v for k, v in model.state_dict().items() if k.startswith(prefixes)}
     check_state(mine, theirs, str(path))
     with torch.no_grad():
         for key, value in theirs.items():
             mine[key].copy_(value)
+    if "temporal." in prefixes:
+        return
     if model.temporal is not None and model.clip.transformer.width == model.embed_dim:
         model.temporal.init_from_text(model.clip)
 
 
-__all__ = ["PRETRAIN_COMMAND", "corpus_split", "corpus_splits", "init_backbone"]
+def same_temporal(source: EMCLRetrievalModel, model: EMCLRetrievalModel) -> bool:
+    """Whether ``source`` has ``model``'s temporal transformer (kind, depth, frame count)."""
+    mine, theirs = model.config, source.config
+    return (
+        model.temporal is not None
+        and source.temporal is not None
+        and (mine.temporal, mine.temporal_layers, mine.num_frames)
+        == (theirs.temporal, theirs.temporal_layers, theirs.num_frames)
+    )
+
+
+__all__ = [
+    "FRAME_PRETRAIN_COMMAND",
+    "PRETRAIN_COMMAND",
+    "clip_corpus_split",
+    "corpus_split",
+    "corpus_splits",
+    "init_backbone",
+    "make_command",
+    "same_temporal",
+]

@@ -10,6 +10,7 @@ import html
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -96,7 +97,7 @@ class TrainTab:
 def weight_choices(jobs: TrainJobs, init_choices: InitChoices) -> list[tuple[str, str]]:
     """The shipped pretrained backbone first (marked when it is not made yet), then the app's."""
     pretrained = jobs.settings.pretrained
-    label = "pretrained backbone (checkpoints/demo-pretrain)"
+    label = f"video-pretrained backbone ({Path(pretrained).name})"
     if not os.path.exists(pretrained):
         label += ": not made yet"
     choices = [(label, pretrained)]
