@@ -69,8 +69,10 @@ _DOCS = (
          _range("beta")),
     _doc("k", "K", "subspaces", "number of subspaces",
          """Number of subspaces (bases μ). The *effective K* shown beside it is the numerical rank
-         of the responsibilities z (singular values above 1e-3 of the largest): the reference and
-         prior initialisations collapse to about 2 whatever K is (docs/method.md §1.5, §1.5b).""",
+         of the responsibilities z (singular values above 1e-3 of the largest): the reference
+         initialisation collapses to about 2 whatever K is on CLIP-like features; a trained
+         prior keeps what training made of it (31 of 32 for the shipped EMCL model as trained;
+         docs/method.md §1.5, §1.5b).""",
          _range("k")),
     _doc("iters", "iterations", "EM iterations", "E/M iterations (0: off)",
          """E/M iterations T (the reference's `stage_num`); 0 leaves the features unchanged.""",
