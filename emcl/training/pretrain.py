@@ -50,15 +50,8 @@ def corpus_split(
     frames, phrases = pretrain_pairs(seed, stop, workers)
     frames, phrases = frames[start:], phrases[start:]
     resized = model.resize_frames(frames).numpy()[:, None]  # [N, 1, S, S, 3]
-    rows = np.arange(len(phrases))
-    return Split(
-        video_ids=[f"pretrain{i}" for i in range(start, stop)],
-        frames=resized,
-        token_ids=model.tokenize(phrases),
-        caption_owner=rows,
-        first_caption=rows,
-        decode_seconds=time.perf_counter() - t0,
-    )
+    return _one_caption_each(model, [f"pretrain{i}" for i in range(start, stop)], resized,
+                             phrases, time.perf_counter() - t0)  # fmt: skip
 
 
 def clip_corpus_split(
@@ -73,15 +66,18 @@ def clip_corpus_split(
     for first, chunk, texts in pretrain_clip_chunks(seed, start, stop, num_frames, workers):
         frames[first - start : first - start + len(chunk)] = model.resize_frames(chunk).numpy()
         captions += texts
-    rows = np.arange(stop - start)
-    return Split(
-        video_ids=[f"pretrainclip{i}" for i in range(start, stop)],
-        frames=frames,
-        token_ids=model.tokenize(captions),
-        caption_owner=rows,
-        first_caption=rows,
-        decode_seconds=time.perf_counter() - t0,
-    )
+    return _one_caption_each(model, [f"pretrainclip{i}" for i in range(start, stop)], frames,
+                             captions, time.perf_counter() - t0)  # fmt: skip
+
+
+def _one_caption_each(
+    model: EMCLRetrievalModel, ids: list[str], frames: np.ndarray, captions: list[str],
+    seconds: float,
+) -> Split:  # fmt: skip
+    """A corpus :class:`Split`: item ``i`` is ``frames[i]`` with the one caption ``captions[i]``."""
+    rows = np.arange(len(captions))
+    return Split(video_ids=ids, frames=frames, token_ids=model.tokenize(captions),
+                 caption_owner=rows, first_caption=rows, decode_seconds=seconds)  # fmt: skip
 
 
 def corpus_splits(model: EMCLRetrievalModel, cfg: TrainConfig) -> tuple[Split, Split]:
