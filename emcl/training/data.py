@@ -77,20 +77,15 @@ def epoch_plan(split: Split, epoch: int, cfg: TrainConfig) -> np.ndarray:
     dropped so the global batch never changes size.
     """
     rng = np.random.default_rng([cfg.seed, epoch])
+    n_videos = len(split.video_ids)
     if cfg.pairs == "twins":
-        n_videos = len(split.video_ids)
         if n_videos % 2 or cfg.batch_size % 2:
             raise ValueError("pairs='twins' needs an even number of videos and an even batch")
-        counts = np.bincount(split.caption_owner, minlength=n_videos)
-        rows = split.first_caption + (rng.random(n_videos) * counts).astype(int)
+        rows = _random_caption_rows(split, rng)
         order = (2 * rng.permutation(n_videos // 2))[:, None] + np.arange(2)  # [pairs, 2]
         rows = rows[order.reshape(-1)]
     elif cfg.pairs == "video":
-        n_videos = len(split.video_ids)
-        counts = np.bincount(split.caption_owner, minlength=n_videos)
-        pick = (rng.random(n_videos) * counts).astype(int)
-        rows = split.first_caption + pick
-        rows = rows[rng.permutation(n_videos)]
+        rows = _random_caption_rows(split, rng)[rng.permutation(n_videos)]
     elif cfg.pairs == "all":
         rows = rng.permutation(len(split.caption_owner))
     else:
@@ -99,6 +94,12 @@ def epoch_plan(split: Split, epoch: int, cfg: TrainConfig) -> np.ndarray:
     if steps == 0:
         raise ValueError(f"batch {cfg.batch_size} is larger than the {len(rows)} training pairs")
     return rows[: steps * cfg.batch_size].reshape(steps, cfg.batch_size)
+
+
+def _random_caption_rows(split: Split, rng: np.random.Generator) -> np.ndarray:
+    """One caption row per video ``[N]``, drawn uniformly among the video's captions."""
+    counts = np.bincount(split.caption_owner, minlength=len(split.video_ids))
+    return split.first_caption + (rng.random(len(split.video_ids)) * counts).astype(int)
 
 
 def make_batch(
