@@ -29,12 +29,14 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from emcl.explorer.setup import load_explorer
+    from emcl.runtime import flush_subnormals
     from ui.app import build_demo, lab_from, launch_settings, queued
     from ui.flags import parse_args, serving_from, setup_from
 
     start = time.perf_counter()
     args = parse_args(argv)
     serving = serving_from(args)  # a bad password file stops here, before any model loads
+    flush_subnormals()  # before any thread exists, so that every thread inherits it
     # Once, before any request thread exists; the cores this process may use (taskset, cgroups).
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     torch.set_num_threads(cores or 1)

@@ -23,6 +23,7 @@ from emcl.retrieval.blocks import similarity_matrix
 from emcl.retrieval.index import GalleryIndex
 from emcl.retrieval.metrics import retrieval_metrics
 from emcl.retrieval.ranking import rank_query
+from emcl.runtime import flush_subnormals
 
 
 def timed(fn: Callable[[], object], repeat: int = 3, warmup: int = 1) -> float:
@@ -157,6 +158,7 @@ def query_latency(dim: int, params: EMParams) -> dict[str, object]:
 
 
 def main() -> None:
+    flush_subnormals()  # as the app does (emcl/runtime.py), before torch's threads start
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, default=1000, help="texts = videos")
     parser.add_argument("--dim", type=int, default=512)

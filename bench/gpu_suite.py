@@ -37,6 +37,7 @@ import torch
 
 from bench.gpu_common import STACKS, SectionTimeout, SuiteRun, machine_facts, time_cap
 from emcl.fileio import atomic_write_json
+from emcl.runtime import flush_subnormals
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SUMMARY = "gpu_suite.json"
@@ -132,6 +133,7 @@ def _chosen(only: str | None) -> list[Section]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the sections; 0 when every one ended ``ok``, 1 otherwise, 2 without the device."""
+    flush_subnormals()  # as the app does (emcl/runtime.py), before torch's threads start
     args = _parser().parse_args(argv)
     sections = _chosen(args.only)
     device = torch.device(args.device)

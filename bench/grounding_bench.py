@@ -16,9 +16,11 @@ import argparse
 from emcl import paths
 from emcl.explorer.setup import Setup, load_explorer
 from emcl.fileio import atomic_write_json
+from emcl.runtime import flush_subnormals
 
 
 def main() -> None:
+    flush_subnormals()  # as the app does (emcl/runtime.py), before torch's threads start
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args()

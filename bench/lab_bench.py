@@ -20,6 +20,7 @@ from pathlib import Path
 
 from emcl import paths
 from emcl.explorer.setup import Setup, load_explorer
+from emcl.runtime import flush_subnormals
 from emcl.training.jobs import TrainJobs, TrainRequest, TrainSettings
 
 POLL_S = 1.0
@@ -81,6 +82,7 @@ def switch_once(explorer, base_path: Path, run_name: str) -> dict:
 
 
 def main() -> None:
+    flush_subnormals()  # as the app does (emcl/runtime.py), before torch's threads start
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--max-steps", type=int, default=None, help="cap the fine-tune (a quick run)")

@@ -28,6 +28,7 @@ from emcl.core.protocols import TRAINED
 from emcl.explorer.setup import Setup, load_explorer
 from emcl.fileio import atomic_write_json
 from emcl.retrieval.blocks import similarity_matrix
+from emcl.runtime import flush_subnormals
 
 
 def median_seconds(runs: list[float]) -> float:
@@ -35,6 +36,7 @@ def median_seconds(runs: list[float]) -> float:
 
 
 def main() -> None:
+    flush_subnormals()  # as the app does (emcl/runtime.py), before torch's threads start
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeat", type=int, default=5)

@@ -20,6 +20,7 @@ import numpy as np
 from emcl.explorer.embedding_map import MAX_MAP_POINTS
 from emcl.explorer.projection import project
 from emcl.fileio import atomic_write_json
+from emcl.runtime import flush_subnormals
 
 DEFAULT_JSON = "bench/results/map_umap_times.json"
 
@@ -32,6 +33,7 @@ def clustered(n: int, dim: int, seed: int = 0, clusters: int = 50) -> np.ndarray
 
 
 def main(argv: list[str] | None = None) -> None:
+    flush_subnormals()  # as the app does (emcl/runtime.py), before torch's threads start
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 2000, 4000, 8000])
     ap.add_argument("--dim", type=int, default=512)

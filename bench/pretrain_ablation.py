@@ -24,6 +24,7 @@ from emcl.evaluation.protocol import extract, metrics, scores
 from emcl.fileio import atomic_write_json
 from emcl.model.backbone import resolve_device
 from emcl.paths import DEMO_WORLDS, cache_root, demo_world_dir
+from emcl.runtime import flush_subnormals
 from emcl.study.errors import top1_errors, world_truth
 
 
@@ -47,6 +48,7 @@ def score_row(checkpoint: str, world: str, features_dir: Path, device: str) -> d
 
 
 def main(argv: list[str] | None = None) -> int:
+    flush_subnormals()  # as the app does (emcl/runtime.py), before torch's threads start
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--row", action="append", required=True, help="LABEL=CHECKPOINT (repeatable)")
     p.add_argument("--json", required=True, help="where to write the table")

@@ -41,6 +41,7 @@ from emcl.fileio import atomic_write_json
 from emcl.retrieval.ann import AnnConfig, build_ann, gallery_fingerprint, save_ann
 from emcl.retrieval.index import GalleryIndex
 from emcl.retrieval.ranking import rank_query
+from emcl.runtime import flush_subnormals
 
 DIM = 512
 SHORTLIST = 64
@@ -248,6 +249,7 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> None:
+    flush_subnormals()  # as the app does (emcl/runtime.py), before torch's threads start
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, required=True, help="gallery videos")
     parser.add_argument("--json", help="also write the figures here")

@@ -35,6 +35,7 @@ from emcl.retrieval.index import GalleryIndex
 from emcl.retrieval.metrics import retrieval_metrics
 from emcl.retrieval.ranking import rank_query
 from emcl.retrieval.torch_search import DeviceSearch
+from emcl.runtime import flush_subnormals
 
 RESULTS = Path(__file__).parent / "results"
 DEMO_PARAMS = EMParams(k=32, iters=9, lam=1.0, beta=3.0, init="data", seed=0)
@@ -197,6 +198,7 @@ def time_device_search(
 
 
 def main(argv: list[str] | None = None) -> None:
+    flush_subnormals()  # as the app does (emcl/runtime.py), before torch's threads start
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--smoke", action="store_true", help="toy sizes (seconds, any device)")

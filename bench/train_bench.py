@@ -19,6 +19,7 @@ import torch
 
 from emcl.fileio import atomic_write_json
 from emcl.model.config import DEMO_BACKBONE, EMCLConfig, ModelConfig
+from emcl.runtime import flush_subnormals
 from emcl.training.step import StepSettings
 from emcl.training.step_bench import BENCH_MODELS, compare_train_step, default_variants
 
@@ -27,6 +28,7 @@ SMOKE_MODEL = ModelConfig(backbone=DEMO_BACKBONE, num_frames=2, max_words=8,
 
 
 def main(argv: list[str] | None = None) -> int:
+    flush_subnormals()  # as the app does (emcl/runtime.py), before torch's threads start
     p = argparse.ArgumentParser(prog="python -m bench.train_bench", description=__doc__)
     p.add_argument("--model", choices=sorted(BENCH_MODELS), default="vit-b-32")
     p.add_argument("--device", default="cuda")

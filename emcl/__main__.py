@@ -50,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
         problem = f"unknown command {argv[0]!r}" if argv else "no command given"
         print(f"{usage()}\n\nerror: {problem}", file=sys.stderr)
         return 2
+    from emcl.runtime import flush_subnormals
+
+    flush_subnormals()  # before torch starts its threads, so that they inherit it
     command = importlib.import_module(f"emcl.cli.{argv[0]}")
     return int(command.main(argv[1:]) or 0)
 

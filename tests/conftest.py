@@ -5,9 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from helpers import clip_frames
 
 from emcl.video.writing import write_video
+
+
+@pytest.fixture(autouse=True)
+def ieee_main_thread():
+    """IEEE subnormals on the test thread: hypothesis refuses to draw floats without them, and
+    a bench main() run in-process (emcl/runtime.py) turns them off for its thread."""
+    torch.set_flush_denormal(False)
 
 
 @pytest.fixture

@@ -26,6 +26,8 @@ from typing import Generic, TypeVar
 
 import torch
 
+from emcl.runtime import flush_subnormals
+
 T = TypeVar("T")
 # Added to a worker thread's niceness (Linux: per thread; elsewhere nothing): a little for
 # computations a caller waits for (metrics, figures), more for those nobody waits for.
@@ -76,6 +78,7 @@ class Worker:
 
     def _setup(self) -> None:
         _lower_priority(self.nice)
+        flush_subnormals()  # the process's entry point may not have (a library caller)
         if self.threads is not None:
             cores = torch.get_num_threads()
             wanted = self.threads if self.threads > 0 else cores + self.threads
