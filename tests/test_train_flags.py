@@ -96,3 +96,12 @@ def test_a_corrupt_or_foreign_init_from_is_refused_with_its_reason(tmp_path, cap
         assert code == 2 and str(folder) in err, err
         assert any(word in err.lower() for word in reason.split("|")), err
         assert not (out / "best").exists()
+
+
+def test_pairs_flag_overrides_the_presets_epoch_plan():
+    assert config(preset="demo-pretrain-video").pairs == "twins"
+    assert config("--pairs", "video", preset="demo-pretrain-video").pairs == "video"
+    with pytest.raises(SystemExit):
+        parser().parse_args(["--preset", "demo-v2", "--pairs", "twin"])
+    with pytest.raises(ValueError, match="pairs must be one of"):
+        dataclasses.replace(PRESETS["demo-v2"], pairs="twin")

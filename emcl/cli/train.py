@@ -27,7 +27,7 @@ from emcl.model.backbone import resolve_device
 from emcl.model.checkpoint import CheckpointError
 from emcl.model.config import PRECISIONS, EMCLConfig
 from emcl.training.loop import NonFiniteLoss, train
-from emcl.training.presets import PRESETS, TrainConfig
+from emcl.training.presets import PAIRS, PRESETS, TrainConfig
 from emcl.training.step import StepSettings
 
 
@@ -47,7 +47,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         args.init_from = None
         overrides["init_from"] = None
     for name in ("data", "batch_size", "epochs", "max_steps", "val_every", "lr_new",
-                 "lr_backbone", "init_from", "corpus", "val_videos"):  # fmt: skip
+                 "lr_backbone", "init_from", "corpus", "val_videos", "pairs"):  # fmt: skip
         value = getattr(args, name)
         if value is not None:
             overrides[name] = value
@@ -103,6 +103,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--corpus", type=int, help="pretraining items (demo-pretrain: frames, "
                    "demo-pretrain-video: clips)")  # fmt: skip
     p.add_argument("--val-videos", type=int, help="validate on at most this many clips")
+    p.add_argument("--pairs", choices=PAIRS, help="an epoch's pairs: every caption (all), each "
+                   "video once (video), or motion twins side by side (twins); default: the "
+                   "preset's")  # fmt: skip
     emcl = p.add_argument_group(
         "the EMCL layer's training knobs (docs/knobs.md; default: the preset's)"
     )

@@ -9,6 +9,8 @@ from typing import Any
 from emcl.model.config import DEMO_BACKBONE, EMCLConfig, ModelConfig
 from emcl.paths import REPO_ROOT, cache_root, demo_world_dir
 
+PAIRS = ("all", "video", "twins")  # how an epoch draws its pairs (TrainConfig.pairs)
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -39,6 +41,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.select not in ("val", "last"):
             raise ValueError(f"select must be 'val' or 'last', got {self.select!r}")
+        if self.pairs not in PAIRS:
+            raise ValueError(f"pairs must be one of {PAIRS}, got {self.pairs!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
