@@ -12,7 +12,7 @@ from torch import Tensor
 from emcl.data.datasets import read_dataset
 from emcl.data.frame_cache import cache_frames
 from emcl.model.model import EMCLRetrievalModel
-from emcl.training.presets import PAIRS, TrainConfig
+from emcl.training.presets import TrainConfig
 
 
 @dataclass
@@ -86,10 +86,8 @@ def epoch_plan(split: Split, epoch: int, cfg: TrainConfig) -> np.ndarray:
         rows = rows[order.reshape(-1)]
     elif cfg.pairs == "video":
         rows = _random_caption_rows(split, rng)[rng.permutation(n_videos)]
-    elif cfg.pairs == "all":
+    else:  # "all" (TrainConfig admits only PAIRS)
         rows = rng.permutation(len(split.caption_owner))
-    else:
-        raise ValueError(f"pairs must be one of {PAIRS}, got {cfg.pairs!r}")
     steps = len(rows) // cfg.batch_size
     if steps == 0:
         raise ValueError(f"batch {cfg.batch_size} is larger than the {len(rows)} training pairs")
