@@ -35,8 +35,10 @@ def score_row(checkpoint: str, world: str, features_dir: Path, device: str) -> d
     sim = scores(features, None)
     result = metrics(sim, features)
     errors = top1_errors(sim.cpu(), *world_truth(world, features.video_ids))
-    summary = Path(checkpoint) / "summary.json"
-    trained = json.loads(summary.read_text()) if summary.is_file() else {}
+    # an export holds its run's summary; a run's best/ or last/ sits beside it
+    summaries = [Path(checkpoint) / "summary.json", Path(checkpoint).parent / "summary.json"]
+    summary = next((path for path in summaries if path.is_file()), None)
+    trained = json.loads(summary.read_text()) if summary else {}
     return {
         "checkpoint": checkpoint,
         "t2v": result["t2v"],

@@ -133,9 +133,9 @@ def test_aggregate_means_stds_and_paired_p_values():
     assert study["table2"]["t2v_R1"] == pytest.approx([22.0 + b for b in range(5)])
 
 
-def test_report_quotes_the_json():
+def _finished_study() -> dict:
     study = aggregate([_seed_result(s, 1.0) for s in range(3)], [0, 1, 2])
-    study |= {
+    return study | {
         "ceiling": {"t2v_R1": 71.3}, "world": {"version": 2, "seed": 0, "n_train": 30, "n_test": 9},
         "train": {"preset": "demo-v2", "steps": 7, "batch_size": 4, "lr_new": 1e-3,
                   "lr_backbone": 1e-4},
@@ -144,11 +144,65 @@ def test_report_quotes_the_json():
         "seconds": {"world_build_this_run": 1.0, "pretrain": 61.0, "finetune": {"s0-base": 2.0},
                     "finetune_wall_this_run": 3.0, "evaluate": {"s0": 1.0}, "total_this_run": 9.0},
     }  # fmt: skip
+
+
+def test_report_quotes_the_json():
+    study = _finished_study()
     text = markdown(study)
     summary = study["summary"]["emcl"]["t2v"]["R1"]
     assert f"{summary['mean']:.1f} ± {summary['std']:.1f}" in text
     assert "71.3 %" in text and "1 min 01 s" in text
     assert f"{study['p_values']['emcl']['t2v']['R1']:.3f}" in text
+
+
+def _ablation_row(r1: float, motion: float, seconds: float | None) -> dict:
+    return {"t2v": {"R1": r1, "R5": r1 + 20.04, "R10": r1 + 30, "MdR": 2.0, "MnR": 170.2},
+            "v2t": {"R1": r1 + 0.4, "R5": 1.0, "R10": 2.0, "MdR": 3.0, "MnR": 9.0},
+            "errors": {"own_clip": r1, "another_described_clip": 3.1,
+                       "undescribed_clip": 96.9 - r1,
+                       "wrong_per_miss": {"color": 0.1, "shape": 0.936, "size": 0.1,
+                                          "count": 0.1, "motion": motion}},
+            "train_wall_seconds": seconds}  # fmt: skip
+
+
+ABLATION = {"device": "cpu", "rows": {"frames alone": _ablation_row(5.3, 1.324, 1364.2),
+                                      "+ clips": _ablation_row(45.6, 1.0126, None)}}  # fmt: skip
+
+
+def test_report_renders_the_ablation_rows_and_closes_with_the_study_base():
+    study = _finished_study() | {"ablation": ABLATION}
+    text = markdown(study)
+    assert (
+        "| frames alone | 5.3 | 25.3 | 35.3 | 170.20 | 5.7 | 91.6 % | 1.32 / 0.94 | 22 min 44 s |"
+        in text
+    )
+    assert "| + clips | 45.6 | 65.6 | 75.6 | 170.20 | 46.0 | 51.3 % | 1.01 / 0.94 | n/a |" in text
+    base = [r["rows"]["base"]["t2v"]["R1"] for r in (_seed_result(s, 1.0) for s in range(3))]
+    mean, std = mean_std(base)
+    assert f"| this study's † base, mean ± std of 3 seeds | {mean:.1f} ± {std:.1f} |" in text
+    assert "What each step" not in markdown(_finished_study())
+
+
+def test_render_adds_the_ablation_to_a_finished_study_and_runs_nothing(tmp_path, capsys):
+    study_json, report = tmp_path / "study.json", tmp_path / "REPORT.md"
+    study_json.write_text(json.dumps(_finished_study()))
+    table = tmp_path / "ablation.json"
+    table.write_text(json.dumps(ABLATION))
+    out = tmp_path / "never"
+    argv = ["--render", "--json", str(study_json), "--report", str(report), "--out", str(out)]
+    assert study_main([*argv, "--ablation", str(table), "--note", "made here"]) == 0
+    assert json.loads(study_json.read_text())["ablation"] == ABLATION
+    text = report.read_text()
+    assert "| + clips | 45.6 |" in text and "made here" in text and not out.exists()
+    # a table that is not one, or no finished study, is refused and nothing is rewritten
+    table.write_text(json.dumps({"rows": {"x": {"t2v": {}}}}))
+    before = report.read_text()
+    assert study_main([*argv, "--ablation", str(table)]) == 2
+    assert "not a bench.pretrain_ablation table" in capsys.readouterr().err
+    assert report.read_text() == before
+    argv[2] = str(tmp_path / "missing.json")
+    assert study_main(argv) == 2
+    assert "--render needs a finished study" in capsys.readouterr().err
 
 
 # ---- bad input ----------------------------------------------------------------------------------

@@ -99,8 +99,8 @@ def test_a_corrupt_or_foreign_init_from_is_refused_with_its_reason(tmp_path, cap
 
 
 def test_pairs_flag_overrides_the_presets_epoch_plan():
-    assert config(preset="demo-pretrain-video").pairs == "twins"
-    assert config("--pairs", "video", preset="demo-pretrain-video").pairs == "video"
+    assert config(preset="demo-pretrain-video").pairs == "video"
+    assert config("--pairs", "twins", preset="demo-pretrain-video").pairs == "twins"
     with pytest.raises(SystemExit):
         parser().parse_args(["--preset", "demo-v2", "--pairs", "twin"])
     with pytest.raises(ValueError, match="pairs must be one of"):

@@ -4,7 +4,9 @@ Needs the video-pretrained backbone (``python -m emcl train --preset demo-pretra
 ``--preset demo-pretrain-video``, each with ``--out runs/<preset>``). Builds world v2 if
 missing, fine-tunes a base and an EMCL model per seed, evaluates them, writes ``study.json`` and
 regenerates the report from it (emcl/study/). Killed mid-way, the same command resumes without
-redoing finished fine-tunes or evaluations.
+redoing finished fine-tunes or evaluations. ``--render --ablation TABLE`` runs nothing: it adds
+``python -m bench.pretrain_ablation``'s table to the finished ``study.json`` and rewrites the
+report.
 """
 
 from __future__ import annotations
@@ -41,7 +43,39 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--val-videos", type=int)
     p.add_argument("--note", help="provenance to record in study.json and the report (e.g. "
                    "where and in how many calls the runs happened)")  # fmt: skip
+    p.add_argument("--ablation", help="a `python -m bench.pretrain_ablation` JSON to add to "
+                   "study.json and the report (what each step of the recipe bought)")  # fmt: skip
+    p.add_argument("--render", action="store_true", help="run nothing: rewrite --report from "
+                   "the finished --json (with --ablation / --note added if given)")  # fmt: skip
     return p
+
+
+def _ablation(path: str) -> dict:
+    """The ablation table, checked to be one (its rows are read by the report)."""
+    try:
+        table = json.loads(Path(path).read_text())
+        rows = table["rows"]
+        for label, row in rows.items():
+            for key in ("t2v", "v2t", "errors"):
+                if not isinstance(row.get(key), dict):
+                    raise KeyError(f"{label!r} has no {key!r}")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise StudyError(
+            f"--ablation {path}: not a bench.pretrain_ablation table ({error})"
+        ) from error
+    return table
+
+
+def _render(args: argparse.Namespace) -> dict:
+    try:
+        study = json.loads(Path(args.json).read_text())
+    except (OSError, ValueError) as error:
+        raise StudyError(
+            f"--render needs a finished study at --json {args.json} ({error})"
+        ) from error
+    if not isinstance(study, dict) or "summary" not in study:
+        raise StudyError(f"--render: {args.json} is not a study.json (no summary)")
+    return study
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,13 +83,19 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {k: v for k, v in (("max_steps", args.max_steps), ("batch_size", args.batch_size),
                                    ("val_videos", args.val_videos)) if v is not None}  # fmt: skip
     try:
-        cfg = StudyConfig(seeds=tuple(range(args.seeds)), out=args.out, pretrained=args.pretrained,
-                          world_size=tuple(args.world_size), world_dir=args.world,
-                          device=args.device, jobs=args.jobs, cache_dir=args.cache,
-                          overrides=overrides)  # fmt: skip
-        study = run_study(cfg, say=lambda message: print(message, flush=True))
+        ablation = _ablation(args.ablation) if args.ablation else None
+        if args.render:
+            study = _render(args)
+        else:
+            cfg = StudyConfig(seeds=tuple(range(args.seeds)), out=args.out,
+                              pretrained=args.pretrained, world_size=tuple(args.world_size),
+                              world_dir=args.world, device=args.device, jobs=args.jobs,
+                              cache_dir=args.cache, overrides=overrides)  # fmt: skip
+            study = run_study(cfg, say=lambda message: print(message, flush=True))
         if args.note:
             study["note"] = args.note
+        if ablation is not None:
+            study["ablation"] = ablation
     except (StudyError, CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

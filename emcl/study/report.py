@@ -65,7 +65,7 @@ def _times_section(study: dict[str, Any]) -> list[str]:
         f"Device: fine-tunes on `{device['finetune']}`, evaluation on "
         f"`{', '.join(device['evaluation'])}`; {study.get('jobs', 1)} fine-tune(s) at a time.",
         "",
-        f"- pretraining: {_seconds(sec['pretrain'])}",
+        f"- pretraining, the backbone's own run: {_seconds(sec['pretrain'])}",
         f"- world build (this run; 0 if it existed): {_seconds(sec['world_build_this_run'])}",
         "- fine-tunes (each run's own wall clock): "
         + ", ".join(f"{k} {_seconds(v)}" for k, v in finetunes.items()),
@@ -75,6 +75,38 @@ def _times_section(study: dict[str, Any]) -> list[str]:
         f"- the whole study command: {_seconds(sec['total_this_run'])}",
         "",
     ]
+
+
+def _ablation_section(ablation: dict[str, Any], study: dict[str, Any]) -> list[str]:
+    """What each step of the recipe bought (``python -m bench.pretrain_ablation``'s rows, each a
+    checkpoint scored as the † row on the same test split), closed by this study's base."""
+    if not ablation or not ablation.get("rows"):
+        return []
+    lines = ["", "## What each step of the recipe bought (t2v, test split)", "",
+             "Each row is one checkpoint scored as the † row above, on the same 1,000 test clips "
+             f"(`python -m bench.pretrain_ablation`, on `{ablation.get('device', 'n/a')}`); the "
+             "last row is this study's base. Training time: that checkpoint's own run, on the "
+             "machine that made it.", "",
+             "| model | t2v R@1 | R@5 | R@10 | MnR | v2t R@1 | top-1 on a clip it does not "
+             "describe | wrong motion / shape per miss | training time |",
+             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for label, row in ablation["rows"].items():
+        t2v, v2t, errors = row["t2v"], row["v2t"], row["errors"]
+        wrong = errors["wrong_per_miss"]
+        lines.append(f"| {label} | {t2v['R1']:.1f} | {t2v['R5']:.1f} | {t2v['R10']:.1f} | "
+                     f"{t2v['MnR']:.2f} | {v2t['R1']:.1f} | {errors['undescribed_clip']:.1f} % | "
+                     f"{wrong['motion']:.2f} / {wrong['shape']:.2f} | "
+                     f"{_seconds(row.get('train_wall_seconds'))} |")  # fmt: skip
+    base = study["summary"]["base"]
+    errors = (study.get("top1_errors") or {}).get("base")
+    missed = f"{errors['undescribed_clip']:.1f} %" if errors else "n/a"
+    wrong = (f"{errors['wrong_per_miss']['motion']:.2f} / {errors['wrong_per_miss']['shape']:.2f}"
+             if errors else "n/a")  # fmt: skip
+    lines.append(f"| this study's † base, mean ± std of {len(study['seeds'])} seeds | "
+                 f"{_cell(base['t2v'], 'R1')} | {_cell(base['t2v'], 'R5')} | "
+                 f"{_cell(base['t2v'], 'R10')} | {_cell(base['t2v'], 'MnR')} | "
+                 f"{_cell(base['v2t'], 'R1')} | {missed} | {wrong} | see Times |")  # fmt: skip
+    return lines
 
 
 def markdown(study: dict[str, Any]) -> str:
@@ -138,6 +170,7 @@ def markdown(study: dict[str, Any]) -> str:
     for i, beta in enumerate(t2["beta"]):
         lines.append(f"| {beta:g} | " + " | ".join(f"{t2[c][i]:.1f}" for c in columns) + " |")
     lines += _errors_section(study.get("top1_errors") or {})
+    lines += _ablation_section(study.get("ablation") or {}, study)
     lines += _times_section(study)
     if study.get("note"):
         lines += ["## Notes", "", study["note"], ""]

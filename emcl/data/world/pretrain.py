@@ -7,7 +7,8 @@ the world's clips.
 * Clips (stream 2): whole clips sampled at the model's frame count, rendered straight to
   arrays (no codec), with a world-v2 caption (motion and order included). Clips come in
   *twins*: clip ``2p + 1`` is clip ``2p`` with one event's motion changed, and both captions
-  name that event, so a batch holding both is a hard negative in motion (docs/design.md).
+  name that event; ``pairs="twins"`` keeps both in one batch as hard negatives in motion, which
+  measured worse than shuffling them (``pairs="video"``, the preset; docs/design.md).
 """
 
 from __future__ import annotations
