@@ -397,7 +397,32 @@ def test_embedding_map_renders_and_a_click_shows_the_item(page, shots):
     page.screenshot(path=str(shots / "map.png"), full_page=True)
 
 
+def capture_lab(url: str, out: Path) -> None:
+    """Screenshots of the Study, Models and Train tabs of a running app (the README's lab);
+    the Train tab shows the server's last fine-tune (``python -m bench.lab_bench`` makes one)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = open_app(browser, url)
+        page.get_by_role("tab", name="Study").click()
+        for plot in ("r1", "diff", "beta", "errors"):
+            wait_plot(page, f"#emcl-study-{plot}", "p.data.length > 0")
+        page.wait_for_timeout(1500)
+        page.screenshot(path=str(out / "study.png"), full_page=True)
+        page.get_by_role("tab", name="Models").click()
+        page.wait_for_selector("#emcl-current-pair", state="visible")
+        page.wait_for_timeout(1000)
+        page.screenshot(path=str(out / "models.png"), full_page=True)
+        page.get_by_role("tab", name="Train").click()
+        wait_plot(page, "#emcl-train-loss", "p.data.length > 0 && p.data[0].x.length > 0")
+        page.wait_for_timeout(1500)
+        page.screenshot(path=str(out / "train.png"), full_page=True)
+        browser.close()
+
+
 if __name__ == "__main__":
     target, folder = sys.argv[1], Path(sys.argv[2])
     measured = capture(target, folder, sys.argv[3] if len(sys.argv) > 3 else None)
     print({k: round(v, 3) for k, v in measured.items()})
+    capture_lab(target, folder)
