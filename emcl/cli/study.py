@@ -22,6 +22,7 @@ from emcl.model.checkpoint import CheckpointError
 from emcl.paths import CHECKPOINTS
 from emcl.study.report import markdown
 from emcl.study.run import StudyConfig, StudyError, run_study
+from emcl.study.view import StudyFileError, read_study, study_view
 
 
 def parser() -> argparse.ArgumentParser:
@@ -67,13 +68,16 @@ def _ablation(path: str) -> dict:
 
 
 def _render(args: argparse.Namespace) -> dict:
+    """The finished study.json, read and checked as the Study tab checks it, plus the summary
+    the report quotes."""
     try:
-        study = json.loads(Path(args.json).read_text())
-    except (OSError, ValueError) as error:
+        study = read_study(Path(args.json))
+        study_view(study, args.json)
+    except StudyFileError as error:
         raise StudyError(
             f"--render needs a finished study at --json {args.json} ({error})"
         ) from error
-    if not isinstance(study, dict) or "summary" not in study:
+    if "summary" not in study:
         raise StudyError(f"--render: {args.json} is not a study.json (no summary)")
     return study
 
