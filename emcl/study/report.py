@@ -91,22 +91,28 @@ def _ablation_section(ablation: dict[str, Any], study: dict[str, Any]) -> list[s
              "describe | wrong motion / shape per miss | training time |",
              "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for label, row in ablation["rows"].items():
-        t2v, v2t, errors = row["t2v"], row["v2t"], row["errors"]
-        wrong = errors["wrong_per_miss"]
+        t2v, v2t = row["t2v"], row["v2t"]
         lines.append(f"| {label} | {t2v['R1']:.1f} | {t2v['R5']:.1f} | {t2v['R10']:.1f} | "
-                     f"{t2v['MnR']:.2f} | {v2t['R1']:.1f} | {errors['undescribed_clip']:.1f} % | "
-                     f"{wrong['motion']:.2f} / {wrong['shape']:.2f} | "
+                     f"{t2v['MnR']:.2f} | {v2t['R1']:.1f} | {_miss_cells(row['errors'])} | "
                      f"{_seconds(row.get('train_wall_seconds'))} |")  # fmt: skip
     base = study["summary"]["base"]
-    errors = (study.get("top1_errors") or {}).get("base")
-    missed = f"{errors['undescribed_clip']:.1f} %" if errors else "n/a"
-    wrong = (f"{errors['wrong_per_miss']['motion']:.2f} / {errors['wrong_per_miss']['shape']:.2f}"
-             if errors else "n/a")  # fmt: skip
     lines.append(f"| this study's † base, mean ± std of {len(study['seeds'])} seeds | "
                  f"{_cell(base['t2v'], 'R1')} | {_cell(base['t2v'], 'R5')} | "
                  f"{_cell(base['t2v'], 'R10')} | {_cell(base['t2v'], 'MnR')} | "
-                 f"{_cell(base['v2t'], 'R1')} | {missed} | {wrong} | see Times |")  # fmt: skip
+                 f"{_cell(base['v2t'], 'R1')} | "
+                 f"{_miss_cells((study.get('top1_errors') or {}).get('base'))} | "
+                 "see Times |")  # fmt: skip
     return lines
+
+
+def _miss_cells(errors: dict[str, Any] | None) -> str:
+    """The ablation table's two error cells: the share of undescribed top-1 clips, and the
+    wrong motions / shapes per such miss (emcl/study/errors.py)."""
+    if not errors:
+        return "n/a | n/a"
+    wrong = errors["wrong_per_miss"]
+    return (f"{errors['undescribed_clip']:.1f} % | "
+            f"{wrong['motion']:.2f} / {wrong['shape']:.2f}")  # fmt: skip
 
 
 def markdown(study: dict[str, Any]) -> str:
