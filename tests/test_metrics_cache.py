@@ -3,6 +3,7 @@ the no-EM rows survive every EM knob change, and the cached table equals the unc
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 
 import pytest
@@ -105,3 +106,40 @@ def test_an_inference_em_size_is_cached_per_em_setting(explorer, monkeypatch):
 
     monkeypatch.setattr(metrics_service, "_inference_em_size", no_em)
     assert metrics_service.em_size(ctx, ctx.snapshot, knobs, "inference") == first
+
+
+@pytest.mark.parametrize("together", [True, False])
+def test_the_two_models_rows_side_by_side_equal_one_after_the_other(
+    explorer, monkeypatch, together
+):
+    """On one worker thread (2 cores) the EMCL model's rows run on the `beside` worker while
+    the metrics worker scores the base model's; the table is the same either way."""
+    ctx = fresh(explorer)
+    threads: dict[str, str] = {}
+    view_rows = metrics_service.row
+
+    def recording(ctx_, snap, view, point, knobs, protocol):
+        threads.setdefault(view.name, threading.current_thread().name)
+        return view_rows(ctx_, snap, view, point, knobs, protocol)
+
+    monkeypatch.setattr(metrics_service, "row", recording)
+    monkeypatch.setattr(metrics_service, "side_by_side", lambda: together)
+    knobs = replace(START, k=7, seed=11)
+    got = metrics_service.metrics(ctx, knobs, "trained")
+    assert [name for name, _ in got.rows] == list(metrics_service.ROWS.values())
+    assert dict(got.rows) == uncached(fresh(explorer), knobs, "trained")
+    snap = ctx.snapshot
+    on_beside = threads[snap.emcl.name].startswith("metrics-beside")
+    assert on_beside == together
+    assert not threads[snap.base.name].startswith("metrics-beside")
+
+
+def test_side_by_side_only_when_the_worker_has_one_thread(monkeypatch):
+    monkeypatch.setattr(metrics_service.torch, "get_num_threads", lambda: 1)
+    monkeypatch.setattr(metrics_service.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert metrics_service.side_by_side()
+    monkeypatch.setattr(metrics_service.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert not metrics_service.side_by_side()  # one core: nothing to run beside
+    monkeypatch.setattr(metrics_service.torch, "get_num_threads", lambda: 3)
+    monkeypatch.setattr(metrics_service.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    assert not metrics_service.side_by_side()  # the EM already spreads over the cores
