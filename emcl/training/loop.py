@@ -206,6 +206,114 @@ def schedule(train_split: Split, cfg: TrainConfig) -> Schedule:
     return Schedule(total, steps_per_epoch, cfg.val_every or steps_per_epoch, cfg.log_every)
 
 
+@dataclass
+class _Run:
+    """One run once set up: what the steps, validation and checkpoints share. ``state`` is what
+    ``<out>/last`` records and a resume restores (step, best R@1 and step, seconds)."""
+
+    cfg: TrainConfig
+    out: Path
+    d: Dist
+    dev: torch.device
+    model: EMCLRetrievalModel
+    stepper: TrainStep
+    train_split: Split
+    val_split: Split
+    planned: Schedule
+    show: bool
+    state: dict[str, Any]
+
+    def log(self, record: dict) -> None:
+        if self.d.main:
+            with open(self.out / "log.jsonl", "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+
+    def checkpoint_and_validate(self, step: int) -> None:
+        self.stepper.check()  # never a checkpoint of the weights after a non-finite step
+        t0 = time.perf_counter()
+        state, out = self.state, self.out
+        if self.d.main:
+            metrics = validate(self.model, self.val_split, self.dev)
+            r1 = metrics["t2v"]["R1"]
+            self.log({"step": step, "val": metrics})
+            # "val": strictly better (the earliest of equal scores is kept); "last": the end
+            last = self.planned.total_steps
+            chosen = step == last if self.cfg.select == "last" else r1 > state["best_r1"]
+            if chosen:
+                state.update(best_r1=r1, best_step=step)
+                info = {"step": step, "val": metrics, "train": self.cfg.to_dict()}
+                save_checkpoint(self.model, out / "best", extra=info)
+            state["val_seconds"] += time.perf_counter() - t0
+            stepper = self.stepper
+            save_train_state(out / "last", self.model, stepper.optimizer, stepper.scaler,
+                             dict(state, step=step))  # fmt: skip
+            if self.show:
+                tqdm.write(f"step {step}: val t2v R@1 {r1:.1f} (best {state['best_r1']:.1f})")
+        if self.d.world > 1:
+            dist.barrier()
+
+    def run_steps(self) -> None:
+        """The steps from ``state["step"]`` to the end, logging and validating on schedule."""
+        cfg, model, stepper, state = self.cfg, self.model, self.stepper, self.state
+        total, per_epoch = self.planned.total_steps, self.planned.steps_per_epoch
+        bar = tqdm(total=total, initial=state["step"], desc="train", disable=not self.show)
+        plan_epoch, plan = -1, np.empty((0, 0), dtype=int)
+        step = state["step"]
+        while step < total:
+            epoch, within = divmod(step, per_epoch)
+            if epoch != plan_epoch:
+                plan_epoch, plan = epoch, epoch_plan(self.train_split, epoch, cfg)
+            t0 = time.perf_counter()
+            rows = rank_slice(plan[within], self.d)
+            ids, pixels, mask = make_batch(model, self.train_split, rows, self.dev)
+            multiplier = lr_multiplier(step, total, cfg.warmup)
+            loss = stepper(ids, pixels, mask, step, multiplier)  # no wait on the device
+            step += 1
+            state["train_seconds"] += time.perf_counter() - t0
+            bar.update(1)
+            if step % cfg.log_every == 0 or step == total:
+                stepper.check()
+                bar.set_postfix(loss=f"{loss.item():.3f}", epoch=epoch)
+                self.log({"step": step, "epoch": epoch, "loss": loss.item(),
+                          "lr_mult": multiplier, "logit_scale": model.logit_scale().item(),
+                          "grad_norm": float(stepper.grad_norm),
+                          "train_seconds": round(state["train_seconds"], 2)})  # fmt: skip
+            if step % self.planned.val_every == 0 or step == total:
+                self.checkpoint_and_validate(step)
+        bar.close()
+
+    def summary(self, wall_seconds: float, data_seconds: float) -> dict[str, Any]:
+        state, splits = self.state, (self.train_split, self.val_split)
+        return {
+            "steps": self.planned.total_steps,
+            "steps_per_epoch": self.planned.steps_per_epoch,
+            "best_step": state["best_step"],
+            "best_val_t2v_R1": state["best_r1"],
+            "train_seconds": round(state["train_seconds"], 1),
+            "val_seconds": round(state["val_seconds"], 1),
+            "data_seconds": round(data_seconds, 1),
+            "decode_seconds": round(sum(split.decode_seconds for split in splits), 1),
+            "wall_seconds": round(wall_seconds, 1),
+            "skipped_clips": {**self.train_split.failures, **self.val_split.failures},
+            "world_size": self.d.world,
+            "device": str(self.dev),
+            "torch_threads": torch.get_num_threads(),
+            "cpu_count": os.cpu_count(),
+        }
+
+
+def _resume_state(run: _Run, resume: bool) -> None:
+    """Restore ``<out>/last`` into the run's model, optimiser and state when asked and present."""
+    last = run.out / "last"
+    if resume and (last / "optimizer.json").is_file():
+        stepper = run.stepper
+        run.state.update(load_train_state(last, run.model, stepper.optimizer, stepper.scaler))
+        if run.show:
+            print(f"resumed from {last} at step {run.state['step']}", flush=True)
+    elif resume and run.show:
+        print(f"--resume: no checkpoint under {last}, starting fresh", flush=True)
+
+
 def train(
     cfg: TrainConfig,
     out: str | os.PathLike,
@@ -235,102 +343,26 @@ def train(
     train_split, val_split = _load_splits(model, cfg, d, cache_dir, show)
     t_data = time.perf_counter() - t_start
 
-    planned = schedule(train_split, cfg)
-    total, steps_per_epoch, val_every = (
-        planned.total_steps, planned.steps_per_epoch, planned.val_every
-    )  # fmt: skip
-
     wrapped: torch.nn.Module = model
     if d.world > 1:
         ids = [d.local_rank] if dev.type == "cuda" else None
         wrapped = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
     stepper = TrainStep(model, cfg, speed or StepSettings(), device=dev, wrapped=wrapped,
                         world=d.world)  # fmt: skip
-    optimizer, scaler = stepper.optimizer, stepper.scaler
-
     state = {"step": 0, "best_r1": -1.0, "best_step": None, "train_seconds": 0.0,
              "val_seconds": 0.0}  # fmt: skip
-    if resume and (out / "last" / "optimizer.json").is_file():
-        state.update(load_train_state(out / "last", model, optimizer, scaler))
-        if show:
-            print(f"resumed from {out / 'last'} at step {state['step']}", flush=True)
-    elif resume and show:
-        print(f"--resume: no checkpoint under {out / 'last'}, starting fresh", flush=True)
+    run = _Run(cfg, out, d, dev, model, stepper, train_split, val_split,
+               schedule(train_split, cfg), show, state)  # fmt: skip
+    _resume_state(run, resume)
     if d.main:
         atomic_write_json(out / "train_config.json", cfg.to_dict(), indent=2)
-    log_path = out / "log.jsonl"
-
-    def log(record: dict) -> None:
-        if d.main:
-            with open(log_path, "a") as handle:
-                handle.write(json.dumps(record) + "\n")
-
-    log({"step": state["step"], "time": time.time(), "plan": dataclasses.asdict(planned)})
-
-    def checkpoint_and_validate(step: int) -> None:
-        stepper.check()  # never a checkpoint of the weights after a non-finite step
-        t0 = time.perf_counter()
-        if d.main:
-            metrics = validate(model, val_split, dev)
-            r1 = metrics["t2v"]["R1"]
-            log({"step": step, "val": metrics})
-            # "val": strictly better (the earliest of equal scores is kept); "last": the end
-            chosen = step == total if cfg.select == "last" else r1 > state["best_r1"]
-            if chosen:
-                state.update(best_r1=r1, best_step=step)
-                info = {"step": step, "val": metrics, "train": cfg.to_dict()}
-                save_checkpoint(model, out / "best", extra=info)
-            state["val_seconds"] += time.perf_counter() - t0
-            save_train_state(out / "last", model, optimizer, scaler, dict(state, step=step))
-            if show:
-                tqdm.write(f"step {step}: val t2v R@1 {r1:.1f} (best {state['best_r1']:.1f})")
-        if d.world > 1:
-            dist.barrier()
-
-    bar = tqdm(total=total, initial=state["step"], desc="train", disable=not show)
-    plan_epoch, plan = -1, np.empty((0, 0), dtype=int)
-    step = state["step"]
+    run.log({"step": state["step"], "time": time.time(), "plan": dataclasses.asdict(run.planned)})
     try:
-        while step < total:
-            epoch, within = divmod(step, steps_per_epoch)
-            if epoch != plan_epoch:
-                plan_epoch, plan = epoch, epoch_plan(train_split, epoch, cfg)
-            t0 = time.perf_counter()
-            ids, pixels, mask = make_batch(model, train_split, rank_slice(plan[within], d), dev)
-            multiplier = lr_multiplier(step, total, cfg.warmup)
-            loss = stepper(ids, pixels, mask, step, multiplier)  # no wait on the device
-            step += 1
-            state["train_seconds"] += time.perf_counter() - t0
-            bar.update(1)
-            if step % cfg.log_every == 0 or step == total:
-                stepper.check()
-                bar.set_postfix(loss=f"{loss.item():.3f}", epoch=epoch)
-                log({"step": step, "epoch": epoch, "loss": loss.item(), "lr_mult": multiplier,
-                     "logit_scale": model.logit_scale().item(),
-                     "grad_norm": float(stepper.grad_norm),
-                     "train_seconds": round(state["train_seconds"], 2)})  # fmt: skip
-            if step % val_every == 0 or step == total:
-                checkpoint_and_validate(step)
+        run.run_steps()
     except NonFiniteLoss as error:
-        raise _explain(error, total, cfg, model, out) from None
-    bar.close()
+        raise _explain(error, run.planned.total_steps, cfg, model, out) from None
 
-    summary = {
-        "steps": total,
-        "steps_per_epoch": steps_per_epoch,
-        "best_step": state["best_step"],
-        "best_val_t2v_R1": state["best_r1"],
-        "train_seconds": round(state["train_seconds"], 1),
-        "val_seconds": round(state["val_seconds"], 1),
-        "data_seconds": round(t_data, 1),
-        "decode_seconds": round(train_split.decode_seconds + val_split.decode_seconds, 1),
-        "wall_seconds": round(time.perf_counter() - t_start, 1),
-        "skipped_clips": {**train_split.failures, **val_split.failures},
-        "world_size": d.world,
-        "device": str(dev),
-        "torch_threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-    }
+    summary = run.summary(time.perf_counter() - t_start, t_data)
     if d.main:
         atomic_write_json(out / "summary.json", summary, indent=2)
         if export is not None:
