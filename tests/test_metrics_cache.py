@@ -143,3 +143,24 @@ def test_side_by_side_only_when_the_worker_has_one_thread(monkeypatch):
     monkeypatch.setattr(metrics_service.torch, "get_num_threads", lambda: 3)
     monkeypatch.setattr(metrics_service.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
     assert not metrics_service.side_by_side()  # the EM already spreads over the cores
+
+
+def test_a_sweep_measures_the_emcl_curve_beside(explorer, monkeypatch):
+    ctx = fresh(explorer)
+    threads: dict[str, set[str]] = {}
+    view_rows = metrics_service.row
+
+    def recording(ctx_, snap, view, point, knobs, protocol):
+        if point is not None:
+            threads.setdefault(view.name, set()).add(threading.current_thread().name)
+        return view_rows(ctx_, snap, view, point, knobs, protocol)
+
+    monkeypatch.setattr(metrics_service, "row", recording)
+    monkeypatch.setattr(metrics_service, "side_by_side", lambda: True)
+    beside = metrics_service.sweep(ctx, START, "iters")
+    snap = ctx.snapshot
+    seen = {name: set(names) for name, names in threads.items()}
+    monkeypatch.setattr(metrics_service, "side_by_side", lambda: False)
+    assert beside == metrics_service.sweep(fresh(explorer), START, "iters")
+    assert {name[:14] for name in seen[snap.emcl.name]} == {"metrics-beside"}
+    assert not any(name.startswith("metrics-beside") for name in seen[snap.base.name])

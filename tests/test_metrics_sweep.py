@@ -4,6 +4,8 @@ EMParams (the evaluation) and Knobs (the app) as the setting, and its JSON form.
 from __future__ import annotations
 
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
@@ -52,6 +54,35 @@ def test_run_sweep_equals_a_plain_loop_over_the_values():
     assert sweep.reference == {"base": trained(None)}  # the inference curve has none
     assert by_hand_trained[0] != by_hand_trained[-1]  # the knob matters at this setting
     assert by_hand_inference[0] != by_hand_inference[-1]
+    # curve by curve: the first curve fills the first half of the bar
+    assert calls == [((n + i / 4) / 2, f"k = {k}") for n in range(2) for i, k in enumerate(values)]
+
+
+def test_a_curve_measured_beside_equals_the_plain_loop():
+    """With ``beside`` the second curve runs on another thread, all its values in one job; the
+    series are the plain loop's and only the first curve reports progress."""
+    values = [1, 2, 5, 8]
+    threads: dict[str, set[str]] = {"trained": set(), "inference": set()}
+
+    def on_thread(label, measure):
+        def run(params):
+            threads[label].add(threading.current_thread().name)
+            return measure(params)
+
+        return run
+
+    calls: list[tuple[float, str]] = []
+    curves = {
+        "trained": Curve(SETTING, on_thread("trained", trained), "base"),
+        "inference": Curve(SETTING, on_thread("inference", inference)),
+    }
+    with ThreadPoolExecutor(1, "beside") as pool:
+        sweep = run_sweep("k", values, curves, lambda *call: calls.append(call), pool.submit)
+    plain = run_sweep("k", values, {"trained": Curve(SETTING, trained, "base"),
+                                    "inference": Curve(SETTING, inference)})  # fmt: skip
+    assert sweep == plain
+    assert threads["trained"] == {threading.current_thread().name}
+    assert len(threads["inference"]) == 1 and threads["inference"].pop().startswith("beside")
     assert calls == [(i / 4, f"k = {k}") for i, k in enumerate(values)]
 
 

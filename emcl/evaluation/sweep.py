@@ -11,7 +11,9 @@ A setting is any frozen dataclass with the knob as a field or constructor keywor
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,21 +66,38 @@ def run_sweep(
     values: Sequence[float],
     curves: Mapping[str, Curve],
     progress: Progress | None = None,
+    beside: Callable[[Callable[[], list[Metrics]]], Future[list[Metrics]]] | None = None,
 ) -> Sweep:
     """Measure every curve at ``knob = value`` for each value (its setting's other knobs
-    unchanged), then each curve's reference without EM."""
-    series: dict[str, list[Metrics]] = {label: [] for label in curves}
-    for i, value in enumerate(values):
-        if progress is not None:
-            progress(i / len(values), f"{knob} = {value:g}")
-        for label, curve in curves.items():
-            point = dataclasses.replace(curve.setting, **{knob: knob_value(knob, value)})
-            series[label].append(curve.measure(point))
+    unchanged), curve by curve, then each curve's reference without EM. ``beside`` (e.g. a
+    worker's ``submit``) measures every curve but the first there, one job per curve, while
+    this thread measures the first and reports the progress."""
+
+    def along(curve: Curve, slot: tuple[int, int] | None) -> list[Metrics]:
+        """The curve at every value; ``slot`` (its place, how many): report the progress."""
+        points = []
+        for i, value in enumerate(values):
+            if slot is not None and progress is not None:
+                progress((slot[0] + i / len(values)) / slot[1], f"{knob} = {value:g}")
+            setting = dataclasses.replace(curve.setting, **{knob: knob_value(knob, value)})
+            points.append(curve.measure(setting))
+        return points
+
+    labels = list(curves)
+    jobs = {}
+    if beside is not None:
+        jobs = {
+            label: beside(functools.partial(along, curves[label], None)) for label in labels[1:]
+        }
+    here = [label for label in labels if label not in jobs]
+    measured = {label: along(curves[label], (n, len(here))) for n, label in enumerate(here)}
+    measured |= {label: job.result() for label, job in jobs.items()}
     reference = {
         curve.reference: curve.measure(None)
         for curve in curves.values()
         if curve.reference is not None
     }
+    series = {label: measured[label] for label in labels}
     return Sweep(knob, [float(v) for v in values], series, reference)
 
 

@@ -316,7 +316,8 @@ def sweep(
     if snap.emcl is not None:
         curves[ROWS["emcl+em"]] = curve(snap.emcl, "emcl")
     with torch.inference_mode():
-        swept = run_sweep(name, SWEEP_VALUES[name], curves, progress)
+        beside = ctx.beside.submit if side_by_side() else None  # the second model's curve
+        swept = run_sweep(name, SWEEP_VALUES[name], curves, progress, beside)
     progress(1.0, "done")
     whole = protocol == INFERENCE and knobs.context == "gallery"
     context = "gallery EM context" if whole else "{} × {} blocks".format(*BLOCK[protocol])
