@@ -112,8 +112,8 @@ def test_an_inference_em_size_is_cached_per_em_setting(explorer, monkeypatch):
 def test_the_two_models_rows_side_by_side_equal_one_after_the_other(
     explorer, monkeypatch, together
 ):
-    """On one worker thread (2 cores) the EMCL model's rows run on the `beside` worker while
-    the metrics worker scores the base model's; the table is the same either way."""
+    """On one worker thread (2 cores) the EMCL model's rows run on the `metrics_beside` worker
+    while the metrics worker scores the base model's; the table is the same either way."""
     ctx = fresh(explorer)
     threads: dict[str, str] = {}
     view_rows = metrics_service.row
@@ -162,5 +162,5 @@ def test_a_sweep_measures_the_emcl_curve_beside(explorer, monkeypatch):
     seen = {name: set(names) for name, names in threads.items()}
     monkeypatch.setattr(metrics_service, "side_by_side", lambda: False)
     assert beside == metrics_service.sweep(fresh(explorer), START, "iters")
-    assert {name[:14] for name in seen[snap.emcl.name]} == {"metrics-beside"}
-    assert not any(name.startswith("metrics-beside") for name in seen[snap.base.name])
+    assert {name[:13] for name in seen[snap.emcl.name]} == {"sweeps-beside"}
+    assert not any(name.startswith("sweeps-beside") for name in seen[snap.base.name])

@@ -66,9 +66,10 @@ class ServiceContext:
     # One latest-wins channel per metrics protocol: a slider's burst of requests is answered
     # by the newest knobs (docs/reliability.md §4).
     latest: dict[str, LatestWins] = field(default_factory=dict)
-    # The second model's metrics rows, beside the metrics worker's first (one thread each:
-    # emcl/explorer/metrics.py's side_by_side).
-    beside: Worker = field(default_factory=lambda: Worker("metrics-beside", threads=1))
+    # The second model's metrics rows and sweep curve, beside the first's (one thread each:
+    # emcl/explorer/metrics.py's side_by_side); two workers, so a table never waits for a sweep.
+    metrics_beside: Worker = field(default_factory=lambda: Worker("metrics-beside", threads=1))
+    sweeps_beside: Worker = field(default_factory=lambda: Worker("sweeps-beside", threads=1))
     # Work started for a later poll (the test split's grounding), below the searches' priority.
     jobs: Jobs = field(default_factory=lambda: Jobs(Worker("background", BACKGROUND_NICE)))
     # The Models tab's settings: the checkpoint catalog's folders, how a pair is built and

@@ -216,7 +216,7 @@ def _metrics(ctx: ServiceContext, knobs: Knobs, protocol: str, progress: Progres
             # Each model's EM runs are one core's work here: the second model's rows run on a
             # core of their own while this thread scores the first (docs/benchmarks.md §3).
             progress(0.0, "both models, side by side")
-            second = ctx.beside.submit(lambda: view_rows(*views[1]))
+            second = ctx.metrics_beside.submit(lambda: view_rows(*views[1]))
             rows = view_rows(*views[0]) + second.result()
         else:
             rows = []
@@ -316,7 +316,7 @@ def sweep(
     if snap.emcl is not None:
         curves[ROWS["emcl+em"]] = curve(snap.emcl, "emcl")
     with torch.inference_mode():
-        beside = ctx.beside.submit if side_by_side() else None  # the second model's curve
+        beside = ctx.sweeps_beside.submit if side_by_side() else None  # the 2nd model's curve
         swept = run_sweep(name, SWEEP_VALUES[name], curves, progress, beside)
     progress(1.0, "done")
     whole = protocol == INFERENCE and knobs.context == "gallery"
