@@ -1,8 +1,17 @@
-"""Process-wide settings every entry point applies once, before torch starts its threads."""
+"""Process-wide settings every entry point applies once, before torch starts its threads, and
+the CPUs this process may use."""
 
 from __future__ import annotations
 
-import torch
+import os
+
+
+def usable_cores() -> int:
+    """The CPUs this process may run on (its affinity where the platform has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # no affinity call on this platform
+        return max(1, os.cpu_count() or 1)
 
 
 def flush_subnormals() -> bool:
@@ -16,4 +25,6 @@ def flush_subnormals() -> bool:
     thread and a new thread inherits its creator's, so calling this first covers torch's worker
     threads and every thread started later. GPUs are not affected.
     """
+    import torch  # here, not at the top: decoder children import this module without torch
+
     return torch.set_flush_denormal(True)

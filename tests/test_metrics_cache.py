@@ -108,59 +108,63 @@ def test_an_inference_em_size_is_cached_per_em_setting(explorer, monkeypatch):
     assert metrics_service.em_size(ctx, ctx.snapshot, knobs, "inference") == first
 
 
+@pytest.fixture
+def row_threads(monkeypatch) -> dict[tuple[str, bool], set[str]]:
+    """The threads that scored each model's rows: ``(view name, with EM)`` -> thread names."""
+    threads: dict[tuple[str, bool], set[str]] = {}
+    scored = metrics_service.row
+
+    def recording(ctx, snap, view, point, knobs, protocol):
+        name = threading.current_thread().name
+        threads.setdefault((view.name, point is not None), set()).add(name)
+        return scored(ctx, snap, view, point, knobs, protocol)
+
+    monkeypatch.setattr(metrics_service, "row", recording)
+    return threads
+
+
+def prefixes(names: set[str]) -> set[str]:
+    """Worker threads are named ``<worker>_<n>``."""
+    return {name.rpartition("_")[0] or name for name in names}
+
+
 @pytest.mark.parametrize("together", [True, False])
 def test_the_two_models_rows_side_by_side_equal_one_after_the_other(
-    explorer, monkeypatch, together
+    explorer, monkeypatch, row_threads, together
 ):
     """On one worker thread (2 cores) the EMCL model's rows run on the `metrics_beside` worker
     while the metrics worker scores the base model's; the table is the same either way."""
     ctx = fresh(explorer)
-    threads: dict[str, str] = {}
-    view_rows = metrics_service.row
-
-    def recording(ctx_, snap, view, point, knobs, protocol):
-        threads.setdefault(view.name, threading.current_thread().name)
-        return view_rows(ctx_, snap, view, point, knobs, protocol)
-
-    monkeypatch.setattr(metrics_service, "row", recording)
     monkeypatch.setattr(metrics_service, "side_by_side", lambda: together)
     knobs = replace(START, k=7, seed=11)
     got = metrics_service.metrics(ctx, knobs, "trained")
+    seen = {key: prefixes(names) for key, names in row_threads.items()}
     assert [name for name, _ in got.rows] == list(metrics_service.ROWS.values())
     assert dict(got.rows) == uncached(fresh(explorer), knobs, "trained")
     snap = ctx.snapshot
-    on_beside = threads[snap.emcl.name].startswith("metrics-beside")
-    assert on_beside == together
-    assert not threads[snap.base.name].startswith("metrics-beside")
+    for with_em in (False, True):
+        assert ("metrics-beside" in seen[snap.emcl.name, with_em]) == together
+        assert "metrics-beside" not in seen[snap.base.name, with_em]
 
 
 def test_side_by_side_only_when_the_worker_has_one_thread(monkeypatch):
     monkeypatch.setattr(metrics_service.torch, "get_num_threads", lambda: 1)
-    monkeypatch.setattr(metrics_service.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(metrics_service, "usable_cores", lambda: 2)
     assert metrics_service.side_by_side()
-    monkeypatch.setattr(metrics_service.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    monkeypatch.setattr(metrics_service, "usable_cores", lambda: 1)
     assert not metrics_service.side_by_side()  # one core: nothing to run beside
     monkeypatch.setattr(metrics_service.torch, "get_num_threads", lambda: 3)
-    monkeypatch.setattr(metrics_service.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    monkeypatch.setattr(metrics_service, "usable_cores", lambda: 4)
     assert not metrics_service.side_by_side()  # the EM already spreads over the cores
 
 
-def test_a_sweep_measures_the_emcl_curve_beside(explorer, monkeypatch):
+def test_a_sweep_measures_the_emcl_curve_beside(explorer, monkeypatch, row_threads):
     ctx = fresh(explorer)
-    threads: dict[str, set[str]] = {}
-    view_rows = metrics_service.row
-
-    def recording(ctx_, snap, view, point, knobs, protocol):
-        if point is not None:
-            threads.setdefault(view.name, set()).add(threading.current_thread().name)
-        return view_rows(ctx_, snap, view, point, knobs, protocol)
-
-    monkeypatch.setattr(metrics_service, "row", recording)
     monkeypatch.setattr(metrics_service, "side_by_side", lambda: True)
     beside = metrics_service.sweep(ctx, START, "iters")
-    snap = ctx.snapshot
-    seen = {name: set(names) for name, names in threads.items()}
+    seen = {key: prefixes(names) for key, names in row_threads.items()}
     monkeypatch.setattr(metrics_service, "side_by_side", lambda: False)
     assert beside == metrics_service.sweep(fresh(explorer), START, "iters")
-    assert {name[:13] for name in seen[snap.emcl.name]} == {"sweeps-beside"}
-    assert not any(name.startswith("sweeps-beside") for name in seen[snap.base.name])
+    snap = ctx.snapshot
+    assert seen[snap.emcl.name, True] == {"sweeps-beside"}
+    assert "sweeps-beside" not in seen[snap.base.name, True]

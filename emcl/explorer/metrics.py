@@ -14,7 +14,6 @@ Two protocols (docs/method.md §2):
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 
@@ -32,6 +31,7 @@ from emcl.explorer.snapshot import ModelView, Snapshot
 from emcl.retrieval.blocks import similarity_matrix
 from emcl.retrieval.emclnet_table import EmclNetTable, TableTerms
 from emcl.retrieval.metrics import retrieval_metrics
+from emcl.runtime import usable_cores
 
 METRICS_BLOCK = BLOCK[INFERENCE]  # (texts, videos) per EM run, inference protocol
 # The trained protocol keeps Nt × Nv × T pooling weights and a D × D matrix per block; above
@@ -242,8 +242,7 @@ def side_by_side() -> bool:
     """Whether the two models' rows should run at once: when the calling worker has a single
     torch thread and the process may use more than one core (the 2-core case; with more cores
     each model's EM already spreads over all of them but one)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return torch.get_num_threads() == 1 and (cores or 1) > 1
+    return torch.get_num_threads() == 1 and usable_cores() > 1
 
 
 def describe(protocol: str, knobs: Knobs) -> str:

@@ -33,6 +33,7 @@ from multiprocessing.connection import Connection
 
 import numpy as np
 
+from emcl.runtime import usable_cores
 from emcl.video.errors import VideoDecodeError, as_decode_error, ffmpeg_reason
 from emcl.video.probe import DEFAULT_LIMITS, Limits, ProbeInfo, Size, probe
 from emcl.video.sampling import Sampler, fps_indices, output_size, uniform_indices
@@ -501,10 +502,7 @@ class DecoderPool:
 
 def default_workers() -> int:
     """Decoder children for bulk decoding: one per CPU this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # no affinity call on this platform
-        return max(1, os.cpu_count() or 1)
+    return usable_cores()
 
 
 _default_pool: DecoderPool | None = None
